@@ -1,0 +1,145 @@
+"""Padding-free batches: examples are packed into one row with a block attention mask.
+
+SFT: several conversations in one row, each attending only to itself (block-diagonal causal mask).
+DPO: each pair is laid out once as [prompt | chosen | rejected]; chosen and rejected both continue the
+prompt (their position ids restart after it) and rejected cannot see chosen. The prompt is computed
+once instead of twice, and no token is padding.
+
+Targets are gathered as (predicting position, token) lists, so the LM head runs only on scored tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from alignkit.data.template import TokenizedConversation, TokenizedPair
+
+__all__ = ["PackedBatch", "PairBatch", "pack_conversations", "pack_pairs", "block_causal_mask"]
+
+
+@dataclass
+class PackedBatch:
+    """SFT micro-batch. Shapes: T packed tokens, N scored tokens."""
+
+    input_ids: "Tensor"  # (1, T)
+    position_ids: "Tensor"  # (1, T)
+    attention_mask: "Tensor"  # (1, 1, T, T) bool, True = may attend
+    pred_index: "Tensor"  # (N,) row position whose hidden state predicts the target
+    targets: "Tensor"  # (N,)
+    num_examples: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    def to(self, device: str) -> "PackedBatch":
+        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.position_ids, self.attention_mask,
+                                                     self.pred_index, self.targets)), self.num_examples)
+
+
+@dataclass
+class PairBatch:
+    """DPO micro-batch of B pairs packed into one row. `owner[n]` is 2*i for pair i's chosen reply, 2*i+1 for rejected."""
+
+    input_ids: "Tensor"  # (1, T)
+    position_ids: "Tensor"  # (1, T)
+    attention_mask: "Tensor"  # (1, 1, T, T) bool
+    pred_index: "Tensor"  # (N,)
+    targets: "Tensor"  # (N,)
+    owner: "Tensor"  # (N,)
+    chosen_tokens: "Tensor"  # (B,) float
+    rejected_tokens: "Tensor"  # (B,) float
+    margin: "Tensor | None"  # (B,)
+    index: "Tensor"  # (B,) dataset indices, keys for cached reference log-probs
+    logical_tokens: int  # tokens a padded chosen/rejected layout would hold: sum of 2*prompt + chosen + rejected
+
+    @property
+    def num_pairs(self) -> int:
+        return int(self.chosen_tokens.shape[0])
+
+    def to(self, device: str) -> "PairBatch":
+        fields = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in self.__dict__.items()}
+        return PairBatch(**fields)
+
+
+def block_causal_mask(segment: "Tensor", blocked: "Tensor | None" = None) -> "Tensor":
+    """(1, 1, T, T) bool mask: token i sees token j iff same segment and j <= i, minus `blocked` (T, T)."""
+    import torch
+
+    t = segment.shape[0]
+    pos = torch.arange(t)
+    mask = (segment[:, None] == segment[None, :]) & (pos[None, :] <= pos[:, None])
+    if blocked is not None:
+        mask &= ~blocked
+    return mask[None, None]
+
+
+def pack_conversations(examples: Sequence["TokenizedConversation"]) -> PackedBatch:
+    """Pack SFT examples into one row; targets are the assistant tokens (loss mask), shifted by one."""
+    import torch
+
+    ids, pos, seg, pred, tgt = [], [], [], [], []
+    offset = 0
+    for k, ex in enumerate(examples):
+        n = len(ex.input_ids)
+        ids.extend(ex.input_ids)
+        pos.extend(range(n))
+        seg.extend([k] * n)
+        for t in range(1, n):  # token t is predicted by the hidden state at t-1
+            if ex.loss_mask[t]:
+                pred.append(offset + t - 1)
+                tgt.append(ex.input_ids[t])
+        offset += n
+    segment = torch.tensor(seg)
+    return PackedBatch(
+        input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]), attention_mask=block_causal_mask(segment),
+        pred_index=torch.tensor(pred, dtype=torch.long), targets=torch.tensor(tgt, dtype=torch.long),
+        num_examples=len(examples),
+    )
+
+
+def pack_pairs(pairs: Sequence["TokenizedPair"], indices: Sequence[int]) -> PairBatch:
+    """Pack preference pairs as [prompt | chosen | rejected] segments of one row."""
+    import torch
+
+    ids: list[int] = []
+    pos: list[int] = []
+    seg: list[int] = []
+    part: list[int] = []  # 0 prompt, 1 chosen, 2 rejected
+    pred: list[int] = []
+    tgt: list[int] = []
+    owner: list[int] = []
+    logical = 0
+    for i, pair in enumerate(pairs):
+        start, p = len(ids), len(pair.prompt_ids)
+        ids.extend(pair.prompt_ids)
+        pos.extend(range(p))
+        part.extend([0] * p)
+        for kind, reply in ((1, pair.chosen_ids), (2, pair.rejected_ids)):
+            first = len(ids)
+            ids.extend(reply)
+            pos.extend(range(p, p + len(reply)))
+            part.extend([kind] * len(reply))
+            # reply token k is predicted by reply token k-1, the first one by the last prompt token
+            pred.extend([start + p - 1] + list(range(first, first + len(reply) - 1)))
+            tgt.extend(reply)
+            owner.extend([2 * i + kind - 1] * len(reply))
+        seg.extend([i] * (len(ids) - start))
+        logical += 2 * p + len(pair.chosen_ids) + len(pair.rejected_ids)
+    segment, parts = torch.tensor(seg), torch.tensor(part)
+    blocked = (parts[:, None] == 2) & (parts[None, :] == 1)  # rejected must not see chosen
+    margins = [pair.margin for pair in pairs]
+    return PairBatch(
+        input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]),
+        attention_mask=block_causal_mask(segment, blocked),
+        pred_index=torch.tensor(pred, dtype=torch.long), targets=torch.tensor(tgt, dtype=torch.long),
+        owner=torch.tensor(owner, dtype=torch.long),
+        chosen_tokens=torch.tensor([float(len(p.chosen_ids)) for p in pairs]),
+        rejected_tokens=torch.tensor([float(len(p.rejected_ids)) for p in pairs]),
+        margin=None if all(m is None for m in margins) else torch.tensor([m or 0.0 for m in margins]),
+        index=torch.tensor(list(indices), dtype=torch.long), logical_tokens=logical,
+    )

@@ -1,0 +1,282 @@
+"""Loop pieces the trainers share: devices, data order, optimizer and schedule, checkpoints, metrics.
+
+Only scaffolding lives here; each trainer's loop stays visible in its own file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from alignkit.errors import AlignkitError, ConfigError
+from alignkit.losses.logprobs import token_logprobs
+from alignkit.models.load import decoder_and_head
+from alignkit.train.settings import OptimSettings, RunSettings
+
+__all__ = [
+    "TokenLogprobs", "Runtime", "make_runtime", "lr_at", "make_optimizer", "make_scheduler", "planned_steps",
+    "step_batches", "Checkpointer", "MetricsSink", "Throughput", "sum_by_owner", "atomic_write_text",
+    "atomic_write_bytes", "seed_everything",
+]
+
+
+class TokenLogprobs(nn.Module):
+    """Causal LM -> log-probs of chosen target tokens, computing the LM head only where scored.
+
+    A module (not a function) so DDP/accelerate see a normal forward and synchronize gradients.
+    """
+
+    def __init__(self, model: nn.Module, chunk_tokens: int = 1024) -> None:
+        super().__init__()
+        self.model = model
+        self.chunk_tokens = chunk_tokens
+
+    def forward(self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor, pred_index: Tensor,
+                targets: Tensor) -> Tensor:
+        decoder, head = decoder_and_head(self.model)
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                         use_cache=False).last_hidden_state  # (1, T, D)
+        picked = hidden[0].index_select(0, pred_index)  # (N, D)
+        return token_logprobs(picked, head.weight, targets, chunk_size=self.chunk_tokens, bias=head.bias)
+
+
+def sum_by_owner(values: Tensor, owner: Tensor, groups: int) -> Tensor:
+    """(N,) per-token values summed into (groups,) buckets, e.g. per-reply sequence log-probs."""
+    return torch.zeros(groups, dtype=values.dtype, device=values.device).index_add_(0, owner, values)
+
+
+@dataclass
+class Runtime:
+    """Where and how the loop runs (single process or under `accelerate launch`)."""
+
+    accelerator: Any
+    device: torch.device
+    autocast: Callable[[], ContextManager[Any]]
+    rank: int
+    world_size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def make_runtime(run: RunSettings, device: str = "auto") -> Runtime:
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    bf16 = run.precision == "bf16" or (run.precision == "auto" and not cpu and torch.cuda.is_bf16_supported())
+    if bf16 and cpu and run.precision == "bf16":
+        raise ConfigError("run.precision=bf16 needs a GPU here; use fp32 on CPU")
+    acc = Accelerator(cpu=cpu, mixed_precision="bf16" if bf16 else "no")
+    dtype = torch.bfloat16
+    autocast = (lambda: torch.autocast(acc.device.type, dtype=dtype)) if bf16 else nullcontext
+    return Runtime(acc, acc.device, autocast, acc.process_index, acc.num_processes)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total: int, optim: OptimSettings) -> float:
+    """Learning-rate multiplier after `step` optimizer steps: linear warmup, then cosine/linear/constant."""
+    warmup = int(round(optim.warmup_ratio * total))
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if optim.schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if optim.schedule == "cosine" else 1.0 - progress
+    return optim.min_lr_ratio + (1.0 - optim.min_lr_ratio) * shape
+
+
+def make_optimizer(model: nn.Module, optim: OptimSettings) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters; no weight decay on biases and norm weights (1-D tensors)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise AlignkitError("the model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.is_cuda for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr, betas=tuple(optim.betas),
+                             eps=optim.eps, fused=fused or None, foreach=None if fused else True)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total: int, optim: OptimSettings) -> Any:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_at(step, total, optim))
+
+
+def planned_steps(num_items: int, items_per_step: int, run: RunSettings) -> int:
+    """Optimizer steps for the run: full steps per epoch x epochs, or max_steps."""
+    per_epoch = num_items // items_per_step
+    if per_epoch == 0:
+        raise ConfigError(f"the data has {num_items} usable records, fewer than one step of {items_per_step}")
+    if run.max_steps is not None:
+        return run.max_steps
+    return max(1, int(per_epoch * run.epochs))
+
+
+def step_batches(num_items: int, items_per_step: int, seed: int, start_step: int) -> Iterator[list[int]]:
+    """Record indices for each optimizer step from `start_step` on; epochs reshuffle with seed + epoch.
+
+    The order is a pure function of (seed, step), which is what makes resume exact.
+    """
+    per_epoch = num_items // items_per_step  # the incomplete tail of each epoch is dropped
+    step = start_step
+    while True:
+        epoch, within = divmod(step, per_epoch)
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(num_items, generator=gen).tolist()
+        for k in range(within, per_epoch):
+            yield order[k * items_per_step : (k + 1) * items_per_step]
+            step += 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class Checkpointer:
+    """`output_dir/checkpoints/step-NNNNNN/`: trainable weights, optimizer, scheduler, RNG, data position.
+
+    Each checkpoint is written to a temporary directory and renamed, so a crash never leaves a partial one.
+    """
+
+    def __init__(self, output_dir: Path, keep: int) -> None:
+        self.root = output_dir / "checkpoints"
+        self.keep = keep
+
+    def latest(self) -> Path | None:
+        done = sorted(p for p in self.root.glob("step-*") if (p / "state.pt").is_file()) if self.root.is_dir() else []
+        return done[-1] if done else None
+
+    def save(self, step: int, model: nn.Module, optimizer: Any, scheduler: Any, extra: dict[str, Any]) -> Path:
+        from safetensors.torch import save_file
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.root / f"step-{step:06d}"
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=self.root))
+        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                 **extra}
+        torch.save(state, tmp / "state.pt")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        for old in sorted(p for p in self.root.glob("step-*") if p.is_dir())[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def load(self, path: Path, model: nn.Module, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+        from safetensors.torch import load_file
+
+        weights = load_file(str(path / "trainable.safetensors"))
+        params = dict(model.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+        unknown = [n for n in weights if n not in params]
+        if missing or unknown:
+            raise AlignkitError(f"checkpoint {path} does not match the model (missing {missing[:3]}, unknown {unknown[:3]}); "
+                                "was the config changed since it was written?")
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                params[name].copy_(tensor)
+        state = torch.load(path / "state.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return state
+
+
+class MetricsSink:
+    """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for."""
+
+    def __init__(self, output_dir: Path, run: RunSettings, config: dict[str, Any], enabled: bool) -> None:
+        self.path = output_dir / "metrics.jsonl"
+        self.enabled = enabled
+        self.tb = self.wandb = None
+        if not enabled:
+            return
+        if "tensorboard" in run.report_to:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError("run.report_to has tensorboard but it is not installed: pip install tensorboard") from exc
+            self.tb = SummaryWriter(str(output_dir / "tensorboard"))
+        if "wandb" in run.report_to:
+            try:
+                import wandb
+            except ImportError as exc:
+                raise ConfigError("run.report_to has wandb but it is not installed: pip install wandb") from exc
+            self.wandb = wandb.init(dir=str(output_dir), config=config)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in metrics.items()}}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+class Throughput:
+    """Tokens per second over the steps since the last read (wall clock)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.tokens = 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def read(self) -> float:
+        now = time.perf_counter()
+        rate = self.tokens / max(now - self.t0, 1e-9)
+        self.t0, self.tokens = now, 0
+        return rate
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
+    """Call `write(fh)` on a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,117 @@
+"""DPO trainer smoke tests on a tiny random Llama: finite loss, parameters change, accumulation
+equivalence, exact resume, and a saved model that plain transformers / peft load back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alignkit.config import from_dict
+from alignkit.train.dpo import DPOConfig, train
+from alignkit.train.loop import Checkpointer
+from tests.unit.conftest import tiny_base
+
+
+def _cfg(tmp_path: Path, name: str, pref_file: Path, **extra: object) -> DPOConfig:
+    base = {"pairs_per_step": 8, "pairs_per_micro_batch": 4, "sample_prompts": 0}
+    base.update(extra)
+    return from_dict(DPOConfig, tiny_base(tmp_path / name, pref_file, **base))
+
+
+def _final_weights(summary: dict) -> dict[str, torch.Tensor]:
+    final = Path(summary["final_model"])
+    name = "adapter_model.safetensors" if (final / "adapter_config.json").exists() else "model.safetensors"
+    return load_file(str(final / name))
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"])
+def test_each_loss_trains_with_finite_loss(tmp_path, pref_file, loss):
+    extra = {"label_smoothing": 0.1} if loss == "robust" else {}
+    summary = train(_cfg(tmp_path, loss, pref_file, loss=loss, **extra))
+    rows = [json.loads(line) for line in (tmp_path / loss / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert summary["steps"] == 3
+
+
+def test_full_finetune_changes_parameters_and_reloads_with_transformers(tmp_path, pref_file):
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models.tiny import tiny_model_and_tokenizer
+
+    initial, _ = tiny_model_and_tokenizer()
+    summary = train(_cfg(tmp_path, "full", pref_file))
+    reloaded = AutoModelForCausalLM.from_pretrained(summary["final_model"])
+    changed = [n for n, p in reloaded.named_parameters() if not torch.equal(p, initial.state_dict()[n])]
+    assert len(changed) > 0.9 * len(list(reloaded.parameters()))
+    assert (tmp_path / "full" / "config.yaml").is_file()
+
+
+def test_lora_adapter_reloads_with_peft_and_changes_outputs(tmp_path, pref_file):
+    from peft import PeftModel
+
+    from alignkit.models.tiny import tiny_model_and_tokenizer
+
+    summary = train(_cfg(tmp_path, "lora", pref_file, model__lora={"rank": 4, "alpha": 8}))
+    base, tok = tiny_model_and_tokenizer()
+    ids = tok("Tell me one fact about rain", return_tensors="pt").input_ids
+    before = base(ids).logits
+    peft_model = PeftModel.from_pretrained(base, summary["final_model"])
+    after = peft_model(ids).logits
+    assert not torch.allclose(before, after)
+    weights = _final_weights(summary)
+    assert weights and all("lora_" in k for k in weights)
+
+
+def test_accumulation_1x8_equals_8x1(tmp_path, pref_file):
+    one = train(_cfg(tmp_path, "a", pref_file, pairs_per_micro_batch=8))
+    eight = train(_cfg(tmp_path, "b", pref_file, pairs_per_micro_batch=1))
+    wa, wb = _final_weights(one), _final_weights(eight)
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], atol=2e-6, rtol=1e-5)
+
+
+def test_live_reference_matches_precomputed(tmp_path, pref_file):
+    pre = train(_cfg(tmp_path, "pre", pref_file, model__lora={"rank": 4}, reference="precompute"))
+    live = train(_cfg(tmp_path, "live", pref_file, model__lora={"rank": 4}, reference="live"))
+    for name, tensor in _final_weights(pre).items():
+        torch.testing.assert_close(tensor, _final_weights(live)[name], atol=2e-6, rtol=1e-5)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_interruption_is_exact(tmp_path, pref_file, monkeypatch):
+    full = train(_cfg(tmp_path, "uninterrupted", pref_file, run__max_steps=4))
+
+    real_save = Checkpointer.save
+
+    def save_then_crash(self, step, *args, **kwargs):
+        path = real_save(self, step, *args, **kwargs)
+        raise _Crash(f"simulated crash after step {step}")
+
+    cfg = _cfg(tmp_path, "interrupted", pref_file, run__max_steps=4, run__save_every_steps=2)
+    monkeypatch.setattr(Checkpointer, "save", save_then_crash)
+    with pytest.raises(_Crash):
+        train(cfg)
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    resumed = train(cfg)  # run.resume=auto picks up step 2
+    assert resumed["timing"]["steps_run"] == 2
+    for name, tensor in _final_weights(full).items():
+        torch.testing.assert_close(_final_weights(resumed)[name], tensor, atol=0, rtol=0)
+    steps = [json.loads(l)["step"] for l in (tmp_path / "interrupted" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_bad_data_stops_before_any_output(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "chosen": "a", "rejected": "b"}\n{"prompt": "x", "chosen": \n', encoding="utf-8")
+    from alignkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        train(_cfg(tmp_path, "never-written", bad))
+    assert not (tmp_path / "never-written").exists()
