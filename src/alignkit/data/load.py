@@ -367,6 +367,10 @@ _CONVERSATION_LAYOUTS: list[_Layout[Conversation]] = [
             _has("instruction", "output"),
             lambda r, w: _sft([_user(_alpaca_prompt(r)), Message("assistant", _text(r, "output"))],
                               "instruction+output", w)),
+    # SFT on the preferred replies of a conversational preference file (a common warm-up before DPO)
+    _Layout("preference (chosen reply)", '{"prompt": [messages], "chosen": [messages], ...}',
+            _has("prompt", "chosen", lists=("prompt", "chosen")),
+            lambda r, w: _sft(_messages(r, "prompt") + _messages(r, "chosen"), "prompt+chosen", w)),
 ]
 
 

@@ -1,5 +1,6 @@
-"""Generation backends. For now: batched greedy/sampled generation with a local transformers model."""
+"""Generation backends behind one `Generator` interface (see `base.py`)."""
 
-from alignkit.generate.local import generate_local
+from alignkit.generate.base import Chat, Completion, Generator, SamplingParams
+from alignkit.generate.local import LocalGenerator, generate_local
 
-__all__ = ["generate_local"]
+__all__ = ["Chat", "Completion", "Generator", "LocalGenerator", "SamplingParams", "generate_local"]

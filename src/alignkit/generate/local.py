@@ -1,43 +1,146 @@
-"""Batched generation with a local transformers model (left padding, KV cache)."""
+"""Local transformers generation: batched, left-padded, KV cache, CPU or GPU."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any, Sequence
 
-__all__ = ["generate_local"]
+from alignkit.generate.base import Chat, Completion, SamplingParams
+
+__all__ = ["LocalGenerator", "generate_local"]
+
+log = logging.getLogger(__name__)
 
 
-def generate_local(model: Any, tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]], *,
-                   max_new_tokens: int = 128, batch_size: int = 8, temperature: float = 0.0,
-                   top_p: float = 1.0, seed: int = 0) -> list[str]:
-    """Generate one reply per conversation (a list of {"role", "content"} dicts ending with a user turn).
+class LocalGenerator:
+    """A `Generator` over a loaded transformers model (or peft-wrapped model) and its tokenizer.
 
-    Greedy when temperature == 0. Prompts are rendered with the tokenizer's chat template.
+    `tokens_per_s` holds the decode throughput of the last `generate` call.
     """
-    import torch
 
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    replies: list[str] = []
-    try:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        for start in range(0, len(conversations), batch_size):
-            chunk = conversations[start : start + batch_size]
-            texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in chunk]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
-            if temperature > 0:
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            with torch.inference_mode():
-                out = model.generate(**enc, **kwargs)
-            new = out[:, enc["input_ids"].shape[1] :]
-            replies.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return [r.strip() for r in replies]
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "local", batch_size: int = 8) -> None:
+        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+        self.tokens_per_s = 0.0
+
+    @classmethod
+    def load(cls, name: str, **model_options: Any) -> "LocalGenerator":
+        """Load any model `alignkit.models.load_model` understands (built-in name, dir, hub id, .gguf)."""
+        from alignkit.models.load import ModelConfig, load_model
+
+        loaded = load_model(ModelConfig(name=name, **model_options), for_training=False)
+        return cls(loaded.model, loaded.tokenizer, name=name)
+
+    def _render(self, chats: Sequence[Chat]) -> list[str]:
+        return [self.tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in chats]
+
+    def generate(self, chats: Sequence[Chat], params: SamplingParams = SamplingParams()) -> list[list[Completion]]:
+        import torch
+
+        model, tok = self.model, self.tokenizer
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        side, tok.padding_side = tok.padding_side, "left"
+        results: list[list[Completion]] = []
+        generated, started = 0, time.perf_counter()
+        try:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            texts = self._render(chats)
+            for s in range(0, len(texts), self.batch_size):
+                enc = tok(texts[s : s + self.batch_size], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(device)
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    out = model.generate(**enc, **self._generate_kwargs(params))
+                batch = self._completions(out, enc["input_ids"].shape[1], enc["attention_mask"], params,
+                                          time.perf_counter() - t0)
+                generated += sum(c.tokens for group in batch for c in group)
+                results.extend(batch)
+        finally:
+            tok.padding_side = side
+            model.train(was_training)
+        self.tokens_per_s = generated / max(time.perf_counter() - started, 1e-9)
+        return results
+
+    def _generate_kwargs(self, params: SamplingParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                                  "num_return_sequences": params.n, "return_dict_in_generate": True,
+                                  "output_scores": params.logprobs}
+        if params.temperature > 0:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def _completions(self, out: Any, prompt_len: int, attention: Any, params: SamplingParams,
+                     seconds: float) -> list[list[Completion]]:
+        import torch
+
+        tok = self.tokenizer
+        new = out.sequences[:, prompt_len:]  # (rows * n, new)
+        logps = None
+        if params.logprobs:
+            steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # (rows * n, new, V)
+            logps = steps.gather(-1, new[:, : steps.shape[1], None]).squeeze(-1)
+        eos = {tok.eos_token_id, tok.pad_token_id} - {None}
+        rows: list[list[Completion]] = []
+        for r in range(new.shape[0]):
+            ids = new[r].tolist()
+            length = next((i for i, t in enumerate(ids) if t in eos), len(ids))
+            text = tok.decode(ids[:length], skip_special_tokens=True)
+            hit_stop = next((s for s in params.stop if s in text), None)
+            if hit_stop is not None:
+                text = text[: text.index(hit_stop)]
+            finish = "stop" if length < len(ids) or hit_stop is not None else "length"
+            completion = Completion(
+                text=text.strip(), tokens=length, finish_reason=finish,
+                token_logprobs=logps[r, :length].tolist() if logps is not None else None,
+                prompt_tokens=int(attention[r // params.n].sum()), latency_s=seconds,
+            )
+            if r % params.n == 0:
+                rows.append([])
+            rows[-1].append(completion)
+        return rows
+
+    def choice_logprobs(self, chats: Sequence[Chat], choices: Sequence[str]) -> list[list[float]]:
+        """Sum of log-probs of each choice's tokens as the start of the assistant reply."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        device = next(model.parameters()).device
+        prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in self._render(chats)]
+        choice_ids = [tok(c, add_special_tokens=False)["input_ids"] for c in choices]
+        if any(not ids for ids in choice_ids):
+            raise ValueError(f"a choice tokenizes to nothing: {choices!r}")
+        rows = [(i, j, p + c, len(p)) for i, p in enumerate(prompts) for j, c in enumerate(choice_ids)]
+        scores = [[0.0] * len(choices) for _ in chats]
+        was_training = model.training
+        model.eval()
+        try:
+            for s in range(0, len(rows), self.batch_size):
+                chunk = rows[s : s + self.batch_size]
+                width = max(len(r[2]) for r in chunk)
+                pad = tok.pad_token_id or 0
+                ids = torch.tensor([r[2] + [pad] * (width - len(r[2])) for r in chunk], device=device)
+                mask = torch.tensor([[1] * len(r[2]) + [0] * (width - len(r[2])) for r in chunk], device=device)
+                with torch.inference_mode():
+                    logits = model(input_ids=ids, attention_mask=mask).logits.float()  # (b, T, V)
+                for k, (i, j, seq, start) in enumerate(chunk):
+                    target = torch.tensor(seq[start:], device=device)
+                    lp = logits[k, start - 1 : len(seq) - 1].log_softmax(-1).gather(1, target[:, None])
+                    scores[i][j] = float(lp.sum())
+        finally:
+            model.train(was_training)
+        return scores
+
+
+def generate_local(model: Any, tokenizer: Any, conversations: Sequence[Chat], *, max_new_tokens: int = 128,
+                   batch_size: int = 8, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[str]:
+    """One reply per conversation (greedy when temperature == 0): a shortcut over `LocalGenerator`."""
+    gen = LocalGenerator(model, tokenizer, batch_size=batch_size)
+    params = SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    return [group[0].text for group in gen.generate(conversations, params)]

@@ -205,7 +205,9 @@ def _samples(cfg: DPOConfig, model: Any, tokenizer: Any) -> list[dict[str, str]]
 
     if not cfg.data.eval or cfg.sample_prompts <= 0:
         return []
-    records = load_preferences(resolve_data(cfg.data.eval), split=cfg.data.split, limit=cfg.sample_prompts).records
+    records = load_preferences(resolve_data(cfg.data.eval), split=cfg.data.split).records
+    stride = max(1, len(records) // cfg.sample_prompts)  # spread over the set: mixed categories, not its head
+    records = records[::stride][: cfg.sample_prompts]
     prompts = [[m.to_dict() for m in r.prompt] for r in records]
     replies = generate_local(model, tokenizer, prompts, max_new_tokens=cfg.sample_max_new_tokens)
     return [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts, replies)]
@@ -273,7 +275,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         summary["before"] = evaluate(cfg, rt, raw, eval_pairs, ref_eval)
         summary["samples_before"] = _samples(cfg, raw.model, tokenizer)
 
-    sink = MetricsSink(out, cfg.run, to_dict(cfg), enabled=rt.is_main)
+    sink = MetricsSink(out, cfg.run, to_dict(cfg), enabled=rt.is_main, start_step=start_step)
     micro_per_rank = cfg.pairs_per_step // cfg.pairs_per_micro_batch // rt.world_size
     if micro_per_rank < 1 or cfg.pairs_per_step % (cfg.pairs_per_micro_batch * rt.world_size):
         raise AlignkitError(f"pairs_per_step={cfg.pairs_per_step} does not split into {rt.world_size} processes x "

@@ -213,12 +213,14 @@ class Checkpointer:
 class MetricsSink:
     """metrics.jsonl in the run directory, plus TensorBoard / W&B when asked for."""
 
-    def __init__(self, output_dir: Path, run: RunSettings, config: dict[str, Any], enabled: bool) -> None:
+    def __init__(self, output_dir: Path, run: RunSettings, config: dict[str, Any], enabled: bool,
+                 start_step: int = 0) -> None:
         self.path = output_dir / "metrics.jsonl"
         self.enabled = enabled
         self.tb = self.wandb = None
         if not enabled:
             return
+        self._keep_until(start_step)
         if "tensorboard" in run.report_to:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -231,6 +233,14 @@ class MetricsSink:
             except ImportError as exc:
                 raise ConfigError("run.report_to has wandb but it is not installed: pip install wandb") from exc
             self.wandb = wandb.init(dir=str(output_dir), config=config)
+
+    def _keep_until(self, step: int) -> None:
+        """A fresh run starts an empty file; a resumed one drops rows logged after its checkpoint."""
+        if not self.path.is_file():
+            return
+        rows = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step] if step else []
+        atomic_write_text(self.path, "".join(line + "\n" for line in rows))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

@@ -151,7 +151,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     elif rt.is_main:
         summary["before"] = evaluate(cfg, rt, raw, eval_set)
 
-    sink = MetricsSink(out, cfg.run, to_dict(cfg), enabled=rt.is_main)
+    sink = MetricsSink(out, cfg.run, to_dict(cfg), enabled=rt.is_main, start_step=start_step)
     meter, sums = Throughput(), torch.zeros(2, device=rt.device)  # nll sum, target tokens
     bar = tqdm(total=total_steps, initial=start_step, desc="sft", disable=not (cfg.run.progress and rt.is_main))
     batches = step_batches(len(train_set), cfg.examples_per_step, cfg.run.seed, start_step)
