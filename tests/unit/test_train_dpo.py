@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignkit.config import from_dict
+from alignkit.data.builtin import resolve_data
 from alignkit.train.dpo import DPOConfig, train
 from alignkit.train.loop import Checkpointer
 from tests.unit.conftest import tiny_base
@@ -115,3 +116,26 @@ def test_bad_data_stops_before_any_output(tmp_path):
     with pytest.raises(DataError, match=r"bad\.jsonl:2"):
         train(_cfg(tmp_path, "never-written", bad))
     assert not (tmp_path / "never-written").exists()
+
+
+def test_packed_pair_log_probs_equal_two_plain_forwards():
+    """[prompt | chosen | rejected] in one row gives the same sequence log-probs as two padded forwards."""
+    from alignkit.data.batch import pack_pairs
+    from alignkit.data.load import load_preferences
+    from alignkit.data.template import tokenize_pairs
+    from alignkit.models.tiny import tiny_model_and_tokenizer
+    from alignkit.train.dpo import _pair_logps
+    from alignkit.train.loop import TokenLogprobs
+
+    model, tok = tiny_model_and_tokenizer(seed=5)
+    model.eval()
+    records = load_preferences(resolve_data("builtin:quickstart"), limit=3).records
+    pairs, _ = tokenize_pairs(tok, records, max_tokens=1024, max_prompt_tokens=512)
+    with torch.no_grad():
+        packed = _pair_logps(TokenLogprobs(model, chunk_tokens=7), pack_pairs(pairs, [0, 1, 2]))
+        for i, p in enumerate(pairs):
+            for j, reply in enumerate((p.chosen_ids, p.rejected_ids)):
+                ids = torch.tensor([p.prompt_ids + reply])
+                logp = model(ids).logits[0, :-1].log_softmax(-1).gather(1, ids[0, 1:, None]).squeeze(1)
+                expected = logp[len(p.prompt_ids) - 1 :].sum()
+                torch.testing.assert_close(packed[i, j], expected, atol=1e-4, rtol=1e-5)

@@ -90,6 +90,12 @@ def _fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _progress(items: list[Any], desc: str, cfg: DPOConfig, rt: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, disable=not (cfg.run.progress and rt.is_main))
+
+
 def _micro_batches(pairs: list[Any], indices: list[int], size: int) -> list[Any]:
     from alignkit.data.batch import pack_pairs
 
@@ -129,8 +135,9 @@ def _reference_logps(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], cac
     was_training = ref_module.training
     ref_module.eval()
     result = torch.empty(len(pairs), 2)
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch)
     with torch.inference_mode(), rt.autocast():
-        for batch in _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch):
+        for batch in _progress(batches, "reference log-probs", cfg, rt):
             result[batch.index] = _pair_logps(ref_module, batch.to(rt.device)).float().cpu()
     ref_module.train(was_training)
     if cache is not None and rt.is_main:
@@ -181,8 +188,9 @@ def evaluate(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], ref_logps: 
     was_training = module.training
     module.eval()
     losses, margins, correct = [], [], []
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch)
     with torch.inference_mode(), rt.autocast():
-        for batch in _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch):
+        for batch in _progress(batches, "held-out eval", cfg, rt):
             batch = batch.to(rt.device)
             logps = _pair_logps(module, batch).float()
             out = _loss(cfg, logps, ref_logps[batch.index.cpu()].to(rt.device), batch)
@@ -209,6 +217,7 @@ def _samples(cfg: DPOConfig, model: Any, tokenizer: Any) -> list[dict[str, str]]
     stride = max(1, len(records) // cfg.sample_prompts)  # spread over the set: mixed categories, not its head
     records = records[::stride][: cfg.sample_prompts]
     prompts = [[m.to_dict() for m in r.prompt] for r in records]
+    log.info("generating %d sample replies (max %d tokens)", len(prompts), cfg.sample_max_new_tokens)
     replies = generate_local(model, tokenizer, prompts, max_new_tokens=cfg.sample_max_new_tokens)
     return [{"prompt": p[-1]["content"], "reply": r} for p, r in zip(prompts, replies)]
 

@@ -1,0 +1,78 @@
+"""Loop pieces: the learning-rate schedule, data order, metrics file on resume, packed DPO layout."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from alignkit.errors import ConfigError
+from alignkit.train.loop import MetricsSink, lr_at, planned_steps, step_batches, sum_by_owner
+from alignkit.train.settings import OptimSettings, RunSettings
+
+
+def test_warmup_then_cosine_by_hand():
+    optim = OptimSettings(warmup_ratio=0.2, schedule="cosine", min_lr_ratio=0.1)
+    # total 10 -> 2 warmup steps: multipliers 1/3, 2/3, then cosine over the remaining 8
+    assert lr_at(0, 10, optim) == pytest.approx(1 / 3)
+    assert lr_at(1, 10, optim) == pytest.approx(2 / 3)
+    assert lr_at(2, 10, optim) == pytest.approx(1.0)
+    assert lr_at(6, 10, optim) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert lr_at(10, 10, optim) == pytest.approx(0.1)
+
+
+def test_linear_and_constant_schedules():
+    assert lr_at(5, 10, OptimSettings(warmup_ratio=0.0, schedule="linear")) == pytest.approx(0.5)
+    assert lr_at(7, 10, OptimSettings(warmup_ratio=0.0, schedule="constant")) == 1.0
+
+
+def test_planned_steps_and_too_little_data():
+    assert planned_steps(100, 8, RunSettings(epochs=2)) == 24  # 12 full steps per epoch
+    assert planned_steps(100, 8, RunSettings(max_steps=5)) == 5
+    with pytest.raises(ConfigError, match="fewer than one step"):
+        planned_steps(3, 8, RunSettings())
+
+
+def test_data_order_is_a_function_of_seed_and_step():
+    full = step_batches(20, 4, seed=3, start_step=0)
+    first = [next(full) for _ in range(12)]  # 5 steps per epoch -> crosses two epoch boundaries
+    resumed = step_batches(20, 4, seed=3, start_step=7)
+    assert [next(resumed) for _ in range(5)] == first[7:]
+    assert sorted(i for b in first[:5] for i in b) == list(range(20))  # an epoch covers every record once
+    assert first[:5] != first[5:10]  # and the next epoch reshuffles
+
+
+def test_metrics_file_is_reset_on_a_fresh_run_and_trimmed_on_resume(tmp_path):
+    run = RunSettings()
+    sink = MetricsSink(tmp_path, run, {}, enabled=True)
+    for step in (1, 2, 3):
+        sink.log(step, {"loss": 1.0 / step})
+    MetricsSink(tmp_path, run, {}, enabled=True, start_step=2)  # resumed from a step-2 checkpoint
+    assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    MetricsSink(tmp_path, run, {}, enabled=True)  # a fresh run
+    assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+def test_sum_by_owner():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    owner = torch.tensor([0, 0, 3, 1])
+    assert sum_by_owner(values, owner, 4).tolist() == [3.0, 4.0, 0.0, 3.0]
+
+
+def test_packed_pair_layout_shares_the_prompt_and_hides_chosen_from_rejected():
+    from alignkit.data.batch import pack_pairs
+    from alignkit.data.template import TokenizedPair
+
+    pair = TokenizedPair(prompt_ids=[10, 11, 12], chosen_ids=[20, 21], rejected_ids=[30], margin=None, source="")
+    b = pack_pairs([pair, pair], [5, 9])
+    assert b.input_ids[0, :6].tolist() == [10, 11, 12, 20, 21, 30]
+    assert b.position_ids[0, :6].tolist() == [0, 1, 2, 3, 4, 3]  # rejected restarts after the prompt
+    mask = b.attention_mask[0, 0]
+    assert mask[5, :3].all() and not mask[5, 3:5].any() and mask[5, 5]  # rejected sees prompt, not chosen
+    assert not mask[:6, 6:].any()  # the second pair is invisible to the first
+    # chosen token 20 is predicted from the last prompt token (2); rejected 30 from there too
+    assert b.pred_index[:3].tolist() == [2, 3, 2] and b.targets[:3].tolist() == [20, 21, 30]
+    assert b.owner.tolist() == [0, 0, 1, 2, 2, 3] and b.logical_tokens == 2 * (3 + 2 + 3 + 1)
+    assert b.index.tolist() == [5, 9]
