@@ -15,7 +15,7 @@ from alignkit.errors import AlignkitError
 __all__ = ["main", "VERBS"]
 
 # One module per verb under alignkit.commands, each with register(subparsers). Add new verbs here.
-VERBS = ["train", "chat"]
+VERBS = ["train", "chat", "annotate", "cai", "label", "judge", "guard", "serve"]
 
 _EPILOG = """\
 examples:
