@@ -12,6 +12,9 @@ __all__ = ["register", "TRAINERS"]
 TRAINERS: dict[str, tuple[str, str]] = {
     "sft": ("alignkit.train.sft", "SFTConfig"),
     "dpo": ("alignkit.train.dpo", "DPOConfig"),
+    "rm": ("alignkit.train.rm", "RMConfig"),
+    "ppo": ("alignkit.train.ppo", "PPOConfig"),
+    "grpo": ("alignkit.train.grpo", "GRPOConfig"),
 }
 
 TRAIN_EPILOG = """\
@@ -47,7 +50,8 @@ def print_summary(method: str, summary: dict[str, Any], output_dir: str) -> None
     shown = after or before
     keys = [k for k, v in shown.items() if isinstance(v, float)]
     if keys:
-        print(f"\nheld-out {method} metrics ({shown.get('pairs', shown.get('tokens', '?'))} items)   before      after")
+        count = shown.get('pairs', shown.get('prompts', shown.get('tokens', '?')))
+        print(f"\nheld-out {method} metrics ({count} items)   before      after")
         for k in keys:
             print(f"  {k:<30}{before.get(k, float('nan')):>10.4f} {after.get(k, float('nan')):>10.4f}")
     for i, (b, a) in enumerate(zip(summary.get("samples_before") or [], summary.get("samples_after") or []), 1):
