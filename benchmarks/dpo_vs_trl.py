@@ -150,12 +150,14 @@ def wait_for_idle(max_wait: float, threshold: float) -> float:
 def machine_info(device: str) -> dict[str, Any]:
     import torch
 
-    cpu = ""
+    cpu, isa = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not isa:
+                flags = set(line.split(":", 1)[1].split())
+                isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
     except OSError:
         cpu = platform.processor()
     mem_gib = None
@@ -174,7 +176,7 @@ def machine_info(device: str) -> dict[str, Any]:
         except Exception:
             return None
 
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "ram_gib": mem_gib, "torch_threads": torch.get_num_threads(),
+    info = {"cpu": cpu, "cpu_isa": isa, "cpu_cores": os.cpu_count(), "ram_gib": mem_gib, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(),
             "torch": torch.__version__, "transformers": version("transformers"), "trl": version("trl"),
             "peft": version("peft"), "accelerate": version("accelerate"), "alignkit": version("alignkit")}
