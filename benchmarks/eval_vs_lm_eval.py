@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -81,55 +80,71 @@ def _write_data(folder: Path, data_dir: Path, limit: int | None) -> tuple[dict[s
     return files, tqa, arc
 
 
-def _run_lm_eval(source: str, folder: Path, batch_size: int) -> dict[str, Any]:
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
+class _LmEval:
+    """lm-eval's HFLM on the same weights; `run(bench)` times one benchmark (TruthfulQA = mc1 + mc2 tasks)."""
 
-    lm = HFLM(pretrained=source, dtype="float32", device="cpu", batch_size=batch_size)
-    manager = TaskManager(include_path=str(folder))
-    out: dict[str, Any] = {}
-    for task in ("truthfulqa_mc1", "truthfulqa_mc2", "arc_easy"):
+    def __init__(self, source: str, folder: Path, batch_size: int) -> None:
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+
+        self.lm = HFLM(pretrained=source, dtype="float32", device="cpu", batch_size=batch_size)
+        self.manager, self.batch_size = TaskManager(include_path=str(folder)), batch_size
+
+    def run(self, bench: str) -> tuple[float, dict[str, float]]:
+        import lm_eval
+
+        tasks = ["truthfulqa_mc1", "truthfulqa_mc2"] if bench == "truthfulqa" else ["arc_easy"]
+        seconds, scores = 0.0, {}
+        for task in tasks:
+            start = time.perf_counter()
+            res = lm_eval.simple_evaluate(model=self.lm, tasks=[f"local_{task}"], task_manager=self.manager,
+                                          batch_size=self.batch_size, verbosity="WARNING", bootstrap_iters=0)
+            seconds += time.perf_counter() - start
+            metrics = res["results"][f"local_{task}"]
+            scores[task] = metrics["acc,none"]
+            if metrics.get("acc_norm,none") is not None:
+                scores[f"{task}_norm"] = metrics["acc_norm,none"]
+        return seconds, scores
+
+
+class _Alignkit:
+    """alignkit's TruthfulQAMC / ArcEasy tasks through the log-likelihood scorer on the same model."""
+
+    def __init__(self, model: Any, tok: Any, items: dict[str, list[Any]], data_dir: Path, tokens_per_batch: int) -> None:
+        self.model, self.tok, self.items, self.tokens_per_batch = model, tok, items, tokens_per_batch
+        self.data_dir = data_dir
+
+    def run(self, bench: str, mode: str = "packed") -> tuple[float, dict[str, float]]:
+        from alignkit.evals.benchmarks.capability import ArcEasy
+        from alignkit.evals.benchmarks.truthfulqa import TruthfulQAMC
+        from alignkit.evals.loglik import LoglikScorer
+        from alignkit.evals.subject import Subject
+        from alignkit.evals.task import EvalContext
+
+        scorer = LoglikScorer(self.model, self.tok, mode=mode, tokens_per_batch=self.tokens_per_batch)
+        subject = Subject(generator=None, name="smollm2", scorer=scorer)  # type: ignore[arg-type]
+        task = TruthfulQAMC() if bench == "truthfulqa" else ArcEasy()
         start = time.perf_counter()
-        res = lm_eval.simple_evaluate(model=lm, tasks=[f"local_{task}"], task_manager=manager, batch_size=batch_size,
-                                      verbosity="WARNING", bootstrap_iters=0)
-        seconds = time.perf_counter() - start
-        metrics = res["results"][f"local_{task}"]
-        out[task] = {"seconds": seconds, "acc": metrics["acc,none"], "acc_norm": metrics.get("acc_norm,none")}
-    return out
-
-
-def _run_alignkit(model: Any, tok: Any, tqa: list[Any], arc: list[Any], mode: str, tokens_per_batch: int,
-                  data_dir: Path) -> dict[str, Any]:
-    from alignkit.evals.benchmarks.capability import ArcEasy
-    from alignkit.evals.benchmarks.truthfulqa import TruthfulQAMC
-    from alignkit.evals.loglik import LoglikScorer
-    from alignkit.evals.subject import Subject
-    from alignkit.evals.task import EvalContext
-
-    subject = Subject(generator=None, name="smollm2", scorer=LoglikScorer(model, tok, mode=mode,  # type: ignore[arg-type]
-                                                                           tokens_per_batch=tokens_per_batch))
-    ctx = EvalContext(data_dir=data_dir)
-    out: dict[str, Any] = {}
-    for name, task, items in (("truthfulqa_mc", TruthfulQAMC(), tqa), ("arc_easy", ArcEasy(), arc)):
-        start = time.perf_counter()
-        records = task.run(subject, items, ctx)
+        records = task.run(subject, self.items[bench], EvalContext(data_dir=self.data_dir))
         seconds = time.perf_counter() - start
         agg = task.aggregate(records, ci=False)
-        out[name] = {"seconds": seconds, **{k: m.value for k, m in agg.items()}}
-    out["tokens_scored"] = subject.scorer.tokens_scored
-    return out
+        if bench == "truthfulqa":
+            return seconds, {"truthfulqa_mc1": agg["mc1"].value, "truthfulqa_mc2": agg["mc2"].value}
+        return seconds, {"arc_easy": agg["acc"].value, "arc_easy_norm": agg["acc_norm"].value}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--limit", type=int, default=50, help="TruthfulQA questions (ARC-Easy gets 2x); 0 = all")
+    p.add_argument("--repeats", type=int, default=2, help="timed runs per side, alternating which side goes first")
     p.add_argument("--batch-size", type=int, default=16, help="lm-eval batch size (sequences)")
     p.add_argument("--tokens-per-batch", type=int, default=4096, help="alignkit batch budget (tokens)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0 = torch default)")
     p.add_argument("--ablation", action="store_true", help="also time alignkit with context sharing off (plain)")
     p.add_argument("--data-dir", default=os.environ.get("ALIGNKIT_BENCHMARKS", str(REPO.parent / "shared" / "benchmarks")))
     args = p.parse_args()
+
+    import statistics
 
     import torch
 
@@ -138,51 +153,62 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(ModelConfig(name="smollm2-135m-instruct", dtype="float32", device="cpu"), for_training=False)
+    times: dict[tuple[str, str], list[float]] = {}
+    scores: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="alignkit-lmeval-") as tmp:
         folder = Path(tmp)
         files, tqa, arc = _write_data(folder, Path(args.data_dir), args.limit or None)
         _task_yamls(folder, files)
-        ours = _run_alignkit(loaded.model, loaded.tokenizer, tqa, arc, "packed", args.tokens_per_batch, Path(args.data_dir))
-        plain = (_run_alignkit(loaded.model, loaded.tokenizer, tqa, arc, "plain", args.tokens_per_batch,
-                               Path(args.data_dir)) if args.ablation else None)
-        theirs = _run_lm_eval(loaded.source, folder, args.batch_size)
-    _report(args, ours, theirs, plain, len(tqa), len(arc))
+        ours = _Alignkit(loaded.model, loaded.tokenizer, {"truthfulqa": tqa, "arc_easy": arc}, Path(args.data_dir),
+                         args.tokens_per_batch)
+        theirs = _LmEval(loaded.source, folder, args.batch_size)
+        sides = {"alignkit": ours.run, "lm_eval": theirs.run}
+        for rep in range(args.repeats):  # alternate the order so load drift on a shared machine hits both sides
+            order = ["alignkit", "lm_eval"] if rep % 2 == 0 else ["lm_eval", "alignkit"]
+            for bench in ("truthfulqa", "arc_easy"):
+                for side in order:
+                    seconds, got = sides[side](bench)
+                    times.setdefault((side, bench), []).append(seconds)
+                    scores.setdefault(side, {}).update(got)
+        plain = None
+        if args.ablation:
+            plain = sum(ours.run(b, mode="plain")[0] for b in ("truthfulqa", "arc_easy"))
+    median = {k: statistics.median(v) for k, v in times.items()}
+    _report(args, scores, median, plain, len(tqa), len(arc))
 
 
-def _report(args: argparse.Namespace, ours: dict[str, Any], theirs: dict[str, Any], plain: dict[str, Any] | None,
-            n_tqa: int, n_arc: int) -> None:
+def _report(args: argparse.Namespace, scores: dict[str, dict[str, float]], median: dict[tuple[str, str], float],
+            plain: float | None, n_tqa: int, n_arc: int) -> None:
     import torch
 
-    rows = [("truthfulqa_mc1", ours["truthfulqa_mc"]["mc1"], theirs["truthfulqa_mc1"]["acc"]),
-            ("truthfulqa_mc2", ours["truthfulqa_mc"]["mc2"], theirs["truthfulqa_mc2"]["acc"]),
-            ("arc_easy acc", ours["arc_easy"]["acc"], theirs["arc_easy"]["acc"]),
-            ("arc_easy acc_norm", ours["arc_easy"]["acc_norm"], theirs["arc_easy"]["acc_norm"])]
-    t_ours = {"truthfulqa": ours["truthfulqa_mc"]["seconds"], "arc_easy": ours["arc_easy"]["seconds"]}
-    t_theirs = {"truthfulqa": theirs["truthfulqa_mc1"]["seconds"] + theirs["truthfulqa_mc2"]["seconds"],
-                "arc_easy": theirs["arc_easy"]["seconds"]}
-    total_ours, total_theirs = sum(t_ours.values()), sum(t_theirs.values())
+    names = [("truthfulqa_mc1", "truthfulqa_mc1"), ("truthfulqa_mc2", "truthfulqa_mc2"), ("arc_easy acc", "arc_easy"),
+             ("arc_easy acc_norm", "arc_easy_norm")]
+    rows = [(label, scores["alignkit"][key], scores["lm_eval"][key]) for label, key in names]
+    benches = ("truthfulqa", "arc_easy")
+    total_ours = sum(median[("alignkit", b)] for b in benches)
+    total_theirs = sum(median[("lm_eval", b)] for b in benches)
     print(f"SmolLM2-135M-Instruct, {n_tqa} TruthfulQA questions, {n_arc} ARC-Easy questions, float32, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}")
+          f"{torch.get_num_threads()} torch threads, median of {args.repeats} alternating runs per side")
     print(f"{'score':<20} {'alignkit':>9} {'lm-eval':>9} {'diff (pts)':>11}")
     for name, a, b in rows:
         print(f"{name:<20} {a:>9.4f} {b:>9.4f} {100 * (a - b):>+11.2f}")
     print(f"\n{'time (s)':<20} {'alignkit':>9} {'lm-eval':>9} {'speedup':>9}")
-    for key in t_ours:
-        print(f"{key:<20} {t_ours[key]:>9.1f} {t_theirs[key]:>9.1f} {t_theirs[key] / t_ours[key]:>8.2f}x")
+    for b in benches:
+        print(f"{b:<20} {median[('alignkit', b)]:>9.1f} {median[('lm_eval', b)]:>9.1f} "
+              f"{median[('lm_eval', b)] / median[('alignkit', b)]:>8.2f}x")
     print(f"{'total':<20} {total_ours:>9.1f} {total_theirs:>9.1f} {total_theirs / total_ours:>8.2f}x")
-    if plain:
-        t_plain = plain["truthfulqa_mc"]["seconds"] + plain["arc_easy"]["seconds"]
-        print(f"ablation: alignkit without context sharing/packing (plain rows): {t_plain:.1f} s "
-              f"({total_theirs / t_plain:.2f}x vs lm-eval)")
+    if plain is not None:
+        print(f"ablation: alignkit without context sharing or packing (one row per choice, like lm-eval): {plain:.1f} s")
     result = {
         "benchmark": "eval_vs_lm_eval", "model": "smollm2-135m-instruct", "truthfulqa_questions": n_tqa,
-        "arc_easy_questions": n_arc, "threads": torch.get_num_threads(), "lm_eval_batch_size": args.batch_size,
+        "arc_easy_questions": n_arc, "threads": torch.get_num_threads(), "repeats": args.repeats,
+        "lm_eval_batch_size": args.batch_size,
         "scores": {name: {"alignkit": round(a, 6), "lm_eval": round(b, 6), "diff_points": round(100 * (a - b), 4)}
                    for name, a, b in rows},
         "alignkit_s": round(total_ours, 2), "lm_eval_s": round(total_theirs, 2),
-        "per_benchmark_speedup": {k: round(t_theirs[k] / t_ours[k], 3) for k in t_ours},
+        "per_benchmark_speedup": {b: round(median[("lm_eval", b)] / median[("alignkit", b)], 3) for b in benches},
         "speedup": round(total_theirs / total_ours, 3),
-        "plain_alignkit_s": round(plain["truthfulqa_mc"]["seconds"] + plain["arc_easy"]["seconds"], 2) if plain else None,
+        "plain_alignkit_s": round(plain, 2) if plain is not None else None,
         "max_abs_diff_points": round(max(abs(100 * (a - b)) for _, a, b in rows), 4),
     }
     print(json.dumps(result))

@@ -76,7 +76,7 @@ def compare_runs(store: "ResultStore", run_a: str, run_b: str, *, tasks: Sequenc
     agg_a, agg_b = store.aggregates(id_a), store.aggregates(id_b)
     out = {}
     for task in [t for t in agg_b if t in agg_a and (tasks is None or t in tasks)]:
-        only = [get_task(task).primary] if primary_only and task in TASKS else None
+        only = [get_task(task).headline_metric] if primary_only and task in TASKS else None
         out[task] = compare_task(task, store.records(id_a, task), store.records(id_b, task), agg_a[task], agg_b[task],
                                  only=only)
     return out

@@ -9,7 +9,9 @@ the compute:
   a 4D attention mask lets each continuation see the context and itself only, and position ids restart
   after the context for each one. lm-eval runs context+choice once per choice.
 - **packing by length**: requests are sorted by length and packed into rows of about `row_tokens`
-  tokens (block-diagonal masks keep them apart), so there is almost no padding.
+  tokens (block-diagonal masks keep them apart), so there is almost no padding. Rows stay short (256)
+  because attention under a custom mask costs row_length^2 whatever the mask hides; a request longer
+  than a row gets a row of its own.
 - **logits only where needed**: the vocabulary projection runs only at positions that predict a
   continuation token, and log-softmax is taken in chunks (no (B, T, V) fp32 tensor).
 
@@ -82,7 +84,7 @@ class LoglikScorer:
     """Log-likelihoods of continuations under a causal LM (a transformers or peft-wrapped model)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, mode: Literal["packed", "plain"] = "packed",
-                 row_tokens: int = 1024, tokens_per_batch: int = 4096, verify: bool = True,
+                 row_tokens: int = 256, tokens_per_batch: int = 4096, verify: bool = True,
                  max_length: int | None = None) -> None:
         if mode not in ("packed", "plain"):
             raise ValueError(f"mode must be 'packed' or 'plain', got {mode!r}")

@@ -212,7 +212,7 @@ def format_table(metrics: dict[str, dict[str, Metric]], *, only_primary: bool = 
 
     rows = []
     for task, ms in metrics.items():
-        primary = get_task(task).primary if task in TASKS else None
+        primary = get_task(task).headline_metric if task in TASKS else None
         for name, m in ms.items():
             if only_primary and name != primary:
                 continue

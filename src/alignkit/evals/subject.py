@@ -34,7 +34,7 @@ class Subject:
 
     @classmethod
     def load(cls, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-             row_tokens: int = 1024, tokens_per_batch: int = 4096) -> "Subject":
+             row_tokens: int = 256, tokens_per_batch: int = 4096) -> "Subject":
         """Load a local model (built-in name, directory, hub id, .gguf; log-likelihood and generation) or a
         remote backend spec (openai:URL::MODEL, vllm:MODEL; generation only)."""
         from alignkit.models.load import ModelConfig, load_model
@@ -51,7 +51,7 @@ class Subject:
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str = "local", source: str = "", batch_size: int = 16,
-                   row_tokens: int = 1024, tokens_per_batch: int = 4096) -> "Subject":
+                   row_tokens: int = 256, tokens_per_batch: int = 4096) -> "Subject":
         from alignkit.evals.loglik import LoglikScorer
         from alignkit.generate.local import LocalGenerator
 

@@ -115,8 +115,13 @@ class Task:
     name: str = ""
     group: str = ""  # capability | honesty | harm | bias | probe
     description: str = ""
-    primary: str = "acc"  # the headline metric
+    primary: str = "acc"  # the per-item score stored as each record's `score`
+    headline: str = ""  # the aggregate shown first in tables and reports ("" = the primary)
     needs_loglik: bool = False  # scores choices by log-likelihood (needs a local model)
+
+    @property
+    def headline_metric(self) -> str:
+        return self.headline or self.primary
 
     def load(self, ctx: EvalContext) -> list[Item]:
         raise NotImplementedError

@@ -71,7 +71,7 @@ def _task_obj(name: str) -> Any:
 
 def _primary(name: str) -> str:
     task = _task_obj(name)
-    return task.primary if task is not None else ""
+    return task.headline_metric if task is not None else ""
 
 
 def render_report(store: "ResultStore", run_refs: Sequence[str]) -> str:
@@ -203,8 +203,8 @@ def _frontier(ids: Sequence[str], aggs: dict[str, dict[str, dict[str, Metric]]],
         return ("<h2>Harm vs over-refusal</h2><p class=muted>needs xstest and harmbench (or advbench) in the runs.</p>")
     chart = scatter_chart(points, xlabel="over-refusal (XSTest safe prompts)", ylabel="attack success (HarmBench)",
                           title="Harm vs over-refusal frontier")
-    return ("<h2>Harm vs over-refusal</h2><p class=muted>Lower-left is better: a model that refuses everything sits "
-            f"top-left of the ideal only on one axis. Bars are 95% CIs.</p>{chart}")
+    return ("<h2>Harm vs over-refusal</h2><p class=muted>Lower-left is better. Refusing everything moves a model to "
+            "the right (over-refusal); complying with everything moves it up (harm). Bars are 95% CIs.</p>" + chart)
 
 
 def _reliability(store: "ResultStore", ids: Sequence[str], labels: Sequence[str]) -> str:

@@ -167,6 +167,6 @@ def reliability_chart(series: Sequence[tuple[str, Sequence[dict[str, float]]]], 
             r = 3 + 9 * math.sqrt(n / total)
             parts.append(f'<circle cx="{sx(c):.1f}" cy="{sy(a):.1f}" r="{r:.1f}" fill="{color}" fill-opacity="0.6">'
                          f'<title>{escape(label)}: conf {c:.2f}, acc {a:.2f}, n={n}</title></circle>')
-    parts += _legend([s[0] for s in series], left, height - 24)
+    parts += _legend([s[0] for s in series], left + 6, top + 14)
     parts.append("</svg>")
     return "".join(parts)

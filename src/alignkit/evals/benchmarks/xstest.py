@@ -21,7 +21,7 @@ __all__ = ["XSTest"]
 
 
 class XSTest(GenerationTask):
-    name, group, primary = "xstest", "harm", "refusal"
+    name, group, primary, headline = "xstest", "harm", "refusal", "over_refusal"
     description = "XSTest v2: refusal rate on 250 safe (over-refusal) and 200 unsafe prompts, full and partial"
     max_tokens = 128
 
