@@ -14,6 +14,7 @@ re-tokenized, with EOS appended when the completion stopped.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -119,12 +120,71 @@ def merged_adapters(model: Any) -> Iterator[Any]:
             base.weight.data = original
 
 
+@functools.lru_cache(maxsize=1)
+def _preallocated_layer_class() -> type:
+    """A transformers DynamicLayer that appends into a buffer sized once, instead of torch.cat per token.
+
+    torch.cat re-copies the whole cache of every layer at every decoded token (O(T^2) copying); writing into
+    a preallocated (rows, heads, capacity, dim) buffer copies only the new token. Built lazily so importing
+    this module imports neither torch nor transformers.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class PreallocatedLayer(DynamicLayer):
+        def __init__(self, capacity: int) -> None:
+            super().__init__()
+            self.capacity, self.length = capacity, 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                b, h, _, d = key_states.shape
+                self.k_buf = key_states.new_empty(b, h, self.capacity, d)
+                self.v_buf = value_states.new_empty(b, h, self.capacity, d)
+            n = key_states.shape[-2]
+            if self.length + n > self.capacity:
+                raise RuntimeError(f"KV cache capacity {self.capacity} exceeded")
+            self.k_buf[:, :, self.length : self.length + n] = key_states
+            self.v_buf[:, :, self.length : self.length + n] = value_states
+            self.length += n
+            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self.k_buf = self.k_buf.repeat_interleave(repeats, dim=0)
+            self.v_buf = self.v_buf.repeat_interleave(repeats, dim=0)
+            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
+            self.keys, self.values = self.k_buf[:, :, : self.length], self.v_buf[:, :, : self.length]
+
+    return PreallocatedLayer
+
+
+def _kv_cache(model: Any, capacity: int) -> Any:
+    """A preallocated KV cache for plain full-attention models; transformers' own DynamicCache otherwise."""
+    from transformers import DynamicCache
+
+    config = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if config is not None else None
+    types = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if text is None or types != {"full_attention"} or getattr(text, "sliding_window", None):
+        return DynamicCache(config=config)
+    cache = DynamicCache()
+    layer = _preallocated_layer_class()
+    cache.layers, cache.layer_class_to_replicate = [], lambda: layer(capacity)
+    return cache
+
+
 def sample_groups(model: Any, prompts: Sequence[Sequence[int]], *, n: int, max_new_tokens: int,
                   temperature: float, top_p: float, stop_ids: set[int], pad_id: int,
                   gen: Any) -> list[list[tuple[list[int], bool]]]:
     """n samples per prompt with one shared prefill; returns [prompt][sample] = (ids, stopped)."""
     import torch
-    from transformers import DynamicCache
 
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
@@ -135,7 +195,7 @@ def sample_groups(model: Any, prompts: Sequence[Sequence[int]], *, n: int, max_n
         attn[i, width - len(p):] = 1
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     ids, attn, pos = ids.to(device), attn.to(device), pos.to(device)
-    cache = DynamicCache(config=getattr(model, "config", None))
+    cache = _kv_cache(model, width + max_new_tokens)
     logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]  # (P, V)
     # one prefill, n continuations: copy the prompt's KV cache n times
