@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """alignkit DPO vs TRL `DPOTrainer` (trl 1.16.0): same model, data, batch, lengths, precision and steps.
 
-    python benchmarks/dpo_vs_trl.py                      # the CPU comparison (SmolLM2-135M-Instruct, fp32)
+    python benchmarks/dpo_vs_trl.py                      # the CPU comparison (SmolLM2-135M-Instruct, bf16 autocast)
+    python benchmarks/dpo_vs_trl.py --precision fp32     # both sides in plain fp32
     python benchmarks/dpo_vs_trl.py --variants all       # also alignkit with gradient checkpointing (matched)
     python benchmarks/dpo_vs_trl.py --device cuda        # 1B Llama-shaped random model, bf16, MFU
 
@@ -329,7 +330,7 @@ def worker_alignkit(spec: dict[str, Any]) -> dict[str, Any]:
         "data": {"train": spec["data"], "max_tokens": spec["max_length"], "max_prompt_tokens": spec["max_prompt_length"]},
         "optim": {"lr": spec["lr"], "warmup_ratio": 0.0},
         "run": {"output_dir": out_dir, "max_steps": spec["total_steps"], "progress": False, "resume": "never",
-                "log_every_steps": 1, "precision": "bf16" if gpu else "fp32", "seed": spec["seed"]},
+                "log_every_steps": 1, "precision": "bf16" if gpu or spec["cpu_bf16"] else "fp32", "seed": spec["seed"]},
         "pairs_per_step": spec["pairs_per_step"], "pairs_per_micro_batch": spec["pairs_per_step"],
         "sample_prompts": 0, "beta": spec["beta"], "loss": "sigmoid",
     })
@@ -419,7 +420,7 @@ def worker_trl(spec: dict[str, Any]) -> dict[str, Any]:
         per_device_train_batch_size=spec["pairs_per_step"], gradient_accumulation_steps=1,
         max_steps=spec["total_steps"], learning_rate=spec["lr"], beta=spec["beta"], loss_type=["sigmoid"],
         max_length=spec["max_length"], gradient_checkpointing=ckpt,
-        bf16=gpu, fp16=False, use_cpu=not gpu,
+        bf16=gpu or spec["cpu_bf16"], fp16=False, use_cpu=not gpu,
         logging_steps=1, save_strategy="no", eval_strategy="no", report_to="none",
         dataloader_num_workers=0, seed=spec["seed"], disable_tqdm=True,
     )
@@ -635,10 +636,11 @@ def orchestrate(opts: argparse.Namespace) -> dict[str, Any]:
     spec = {"device": opts.device, "threads": threads, "data": str(data_file), "model_dir": source,
             "alignkit_model": alignkit_model, "pairs_per_step": pairs_per_step, "total_steps": total_steps,
             "max_length": opts.max_length, "max_prompt_length": opts.max_prompt_length, "lr": opts.lr,
-            "beta": opts.beta, "seed": opts.seed}
+            "beta": opts.beta, "seed": opts.seed, "cpu_bf16": opts.precision == "bf16"}
     settings = {
         "device": opts.device, "model": model_info["name"], "model_source": model_info["source"],
-        "fine_tune": "full (no LoRA)", "precision": "bf16 (weights + autocast)" if gpu else "fp32",
+        "fine_tune": "full (no LoRA)", "precision": "bf16 (weights + autocast)" if gpu else (
+            "fp32 weights, bf16 autocast (both libraries' default here)" if opts.precision == "bf16" else "fp32"),
         "pairs_per_step": pairs_per_step, "gradient_accumulation": 1, "measured_steps": steps,
         "warmup_steps": opts.warmup_steps, "pairs": n_pairs, "epochs": 1, "data": data_source,
         "sequence_tokens_min_median_max": [min(seq_tokens), int(median(seq_tokens)), max(seq_tokens)],
@@ -743,6 +745,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs-per-step", type=int, default=None, help="batch size in pairs (default 4 CPU, 8 CUDA)")
     p.add_argument("--max-length", type=int, default=None, help="max prompt+reply tokens (default 512 CPU, 1024 CUDA)")
     p.add_argument("--max-prompt-length", type=int, default=None, help="alignkit's max_prompt_tokens (default max-length/2)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default="bf16",
+                   help="CPU: bf16 autocast on both sides (the default of both libraries on an AMX CPU: TRL's bf16=True, "
+                        "alignkit's precision=auto) or fp32 on both")
     p.add_argument("--lr", type=float, default=5e-6)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)

@@ -46,7 +46,8 @@ def tiny_base(output_dir: Path, train: Path, **extra: object) -> dict:
         "model": {"name": "tiny-random-llama"},
         "data": {"train": str(train), "max_tokens": 128, "max_prompt_tokens": 64},
         "optim": {"lr": 1e-2, "warmup_ratio": 0.0, "max_grad_norm": 1.0},
-        "run": {"output_dir": str(output_dir), "max_steps": 3, "progress": False},
+        # fp32: these runs compare weights bit-for-bit; precision=auto would pick bf16 on an AMX CPU
+        "run": {"output_dir": str(output_dir), "max_steps": 3, "progress": False, "precision": "fp32"},
     }
     for key, value in extra.items():
         section, _, name = key.partition("__")

@@ -54,3 +54,23 @@ def test_log_probs_are_normalized():
 
 def test_empty_input():
     assert token_logprobs(torch.zeros(0, 4), torch.zeros(6, 4), torch.zeros(0, dtype=torch.long)).shape == (0,)
+
+
+def test_backward_under_bf16_autocast_runs_in_bf16_and_stays_close():
+    """The custom backward follows the forward's autocast dtype (autocast itself does not reach it)."""
+    torch.manual_seed(0)
+    h = torch.randn(12, 16, requires_grad=True)
+    w = torch.randn(40, 16, requires_grad=True)
+    y = torch.randint(0, 40, (12,))
+    token_logprobs(h, w, y, chunk_size=5).sum().backward()
+    g32 = h.grad.clone(), w.grad.clone()
+    h.grad = w.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = token_logprobs(h, w, y, chunk_size=5)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    assert h.grad.dtype == torch.float32 and w.grad.dtype == torch.float32
+    # bf16 has 8 mantissa bits: agreement to ~1e-2 relative, far from fp32 exactness but the same gradient
+    torch.testing.assert_close(h.grad, g32[0], atol=0.15, rtol=0.05)
+    torch.testing.assert_close(w.grad, g32[1], atol=0.15, rtol=0.05)
+    assert not torch.equal(h.grad, g32[0])  # the bf16 path really ran

@@ -38,7 +38,7 @@ def _cfg(tmp_path: Path, name: str, prompt_file: Path, **extra: object) -> PPOCo
         "model": {"name": "tiny-random-llama", "lora": {"rank": 4, "alpha": 8}},
         "data": {"train": str(prompt_file), "eval": str(prompt_file), "max_tokens": 128, "max_prompt_tokens": 64},
         "optim": {"lr": 1e-2, "warmup_ratio": 0.0},
-        "run": {"output_dir": str(tmp_path / name), "max_steps": 2, "progress": False},
+        "run": {"output_dir": str(tmp_path / name), "max_steps": 2, "progress": False, "precision": "fp32"},
         "rollout": {"max_new_tokens": 8, "eval_prompts": 2, "sample_prompts": 1, "temperature": 1.5},
         "rewards": [{"kind": "rule", "name": "length", "options": {"max_chars": 6}}],
         "monitor": {"plot": False},

@@ -29,6 +29,10 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             out[s : s + chunk] = logits.gather(1, targets[s : s + chunk, None]).squeeze(1) - lse[s : s + chunk]
         ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk = chunk
+        # Autocast does not reach a custom backward: remember the forward's matmul dtype so the backward's two
+        # (chunk, V) x (V, D) products run in it too (bf16 on AMX CPUs is ~8x fp32 for this, the largest matmul).
+        kind = hidden.device.type
+        ctx.mm_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
         return out
 
     @staticmethod
@@ -37,18 +41,20 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros_like(weight, dtype=lse.dtype) if need_w else None
+        mm = ctx.mm_dtype or torch.promote_types(hidden.dtype, weight.dtype)
+        w = weight.to(mm)
         for s in range(0, hidden.shape[0], ctx.chunk):
-            h = hidden[s : s + ctx.chunk]
+            h = hidden[s : s + ctx.chunk].to(mm)
             g = grad_out[s : s + ctx.chunk].to(lse.dtype)[:, None]  # (c, 1)
             # d logp / d logits = onehot(y) - softmax(logits)
-            probs = torch.exp((h @ weight.T).to(lse.dtype) - lse[s : s + ctx.chunk, None])  # (c, V)
+            probs = torch.exp((h @ w.T).to(lse.dtype) - lse[s : s + ctx.chunk, None])  # (c, V)
             grad_logits = probs.mul_(-g)
             grad_logits.scatter_add_(1, targets[s : s + ctx.chunk, None], g)
-            grad_logits = grad_logits.to(hidden.dtype)
+            grad_logits = grad_logits.to(mm)
             if need_h:
-                grad_h[s : s + ctx.chunk] = grad_logits @ weight
+                grad_h[s : s + ctx.chunk] = grad_logits @ w
             if need_w:
-                grad_w.add_(grad_logits.T.to(lse.dtype) @ h.to(lse.dtype))
+                grad_w.add_((grad_logits.T @ h).to(lse.dtype))
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None
 
 

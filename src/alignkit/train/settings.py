@@ -62,7 +62,7 @@ class RunSettings:
     save_every_steps: int | None = field(default=None, metadata={"help": "checkpoint every N steps (null = only at the end)"})
     keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
     eval_every_steps: int | None = field(default=None, metadata={"help": "held-out eval every N steps (null = before and after only)"})
-    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={"help": "auto = bf16 autocast on GPU, fp32 on CPU"})
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={"help": "auto = bf16 autocast on a GPU or an AMX CPU, else fp32"})
     resume: Literal["auto", "never", "must"] = field(default="auto", metadata={"help": "resume from the newest checkpoint in output_dir"})
     report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = field(
         default_factory=lambda: ["jsonl"], metadata={"help": "metric sinks; jsonl is always written"}
