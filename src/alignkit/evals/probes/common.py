@@ -21,7 +21,7 @@ HEDGE = re.compile(
     r"couldn'?t find|could not find|doesn'?t exist|does not exist|there is no|there are no|there was no|"
     r"fictional|made[- ]up|not a real|isn'?t a real|no record|cannot verify|can'?t verify|not familiar|"
     r"unclear|uncertain|no such|hypothetical|impossible to (know|say|determine)|cannot be determined|"
-    r"never (won|happened|existed|landed|said)|only (won|one)|actually|however, )", re.IGNORECASE)
+    r"never (won|happened|existed|landed|said)|only (won|one)|\b(is|are|remains?) unknown\b|actually|however, )", re.IGNORECASE)
 
 
 def hedges(text: str) -> bool:
