@@ -234,6 +234,10 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
         result = score_rollouts(reward_fn, train_set, rollouts)
         scores = torch.tensor(result.scores, dtype=torch.float32)
         advantages = group_advantages(scores.view(-1, g), baseline=cfg.baseline, scale=cfg.scale_rewards).view(-1)
+        if bool((scores.view(-1, g).std(1) == 0).all()):
+            log.warning("step %d: every group's rewards are equal (%.3g...): zero advantages, so this update leaves "
+                        "the policy unchanged; a reward that varies within a group (or a larger "
+                        "rollout.max_new_tokens) gives a learning signal", step + 1, scores[0].item())
         keep = torch.tensor([1.0 if (r.stopped or not cfg.mask_truncated) else 0.0 for r in rollouts])
         lengths = torch.tensor([float(len(r.ids)) for r in rollouts])
         # step-wide denominators (all micro-batches, all processes): accumulation never changes the update
