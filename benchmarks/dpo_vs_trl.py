@@ -367,7 +367,7 @@ def worker_alignkit(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_incl_final_save_mb": mem.peak_mb(t_start, t_done),
         "rss_before_load_mb": round(mem.samples[0][1] / 1024, 1), "ru_maxrss_mb": ru_maxrss_mb(),
         "gradient_checkpointing": spec["variant"] == "alignkit_ckpt", "reference": "precomputed once",
-        "optimizer": "torch AdamW (foreach on CPU, fused on CUDA)", "lr_scheduler": "cosine",
+        "optimizer": "torch AdamW (fused)", "lr_scheduler": "cosine",
         "losses": [m["loss"] for m in metrics if "loss" in m],
         "logged_tokens_per_s": [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m],
         **_cuda_peak(spec["device"]),

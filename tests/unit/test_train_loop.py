@@ -76,3 +76,20 @@ def test_packed_pair_layout_shares_the_prompt_and_hides_chosen_from_rejected():
     assert b.pred_index[:3].tolist() == [2, 3, 2] and b.targets[:3].tolist() == [20, 21, 30]
     assert b.owner.tolist() == [0, 0, 1, 2, 2, 3] and b.logical_tokens == 2 * (3 + 2 + 3 + 1)
     assert b.index.tolist() == [5, 9]
+
+
+def test_pairs_split_into_padded_rows_by_token_budget():
+    from alignkit.data.batch import pack_pairs
+    from alignkit.data.template import TokenizedPair
+
+    short = TokenizedPair(prompt_ids=[10, 11], chosen_ids=[20], rejected_ids=[30], margin=None, source="")
+    long = TokenizedPair(prompt_ids=[10, 11, 12, 13], chosen_ids=[20, 21], rejected_ids=[30, 31], margin=None, source="")
+    b = pack_pairs([short, short, long], [0, 1, 2], row_tokens=8)  # 4 + 4 fit one row; 8 gets its own
+    assert b.input_ids.tolist() == [[10, 11, 20, 30, 10, 11, 20, 30], [10, 11, 12, 13, 20, 21, 30, 31]]
+    b = pack_pairs([long, short], [0, 1], row_tokens=8)  # the short pair's row is padded to 8
+    assert b.input_ids.shape == (2, 8) and b.input_ids[1, 4:].tolist() == [0, 0, 0, 0]
+    mask = b.attention_mask[1, 0]
+    assert not mask[:4, 4:].any()  # nothing real sees padding
+    assert mask[4:, 4:].diagonal().all()  # padding sees itself (no all-masked rows, no NaN)
+    # flattened indices: the short pair's chosen token is predicted at row 1, position 1 -> 8 + 1
+    assert b.pred_index.tolist()[-2:] == [9, 9] and b.targets.tolist()[-2:] == [20, 30]

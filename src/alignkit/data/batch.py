@@ -43,12 +43,12 @@ class PackedBatch:
 
 @dataclass
 class PairBatch:
-    """DPO micro-batch of B pairs packed into one row. `owner[n]` is 2*i for pair i's chosen reply, 2*i+1 for rejected."""
+    """DPO micro-batch of B pairs packed into R rows. `owner[n]` is 2*i for pair i's chosen reply, 2*i+1 for rejected."""
 
-    input_ids: "Tensor"  # (1, T)
-    position_ids: "Tensor"  # (1, T)
-    attention_mask: "Tensor"  # (1, 1, T, T) bool
-    pred_index: "Tensor"  # (N,)
+    input_ids: "Tensor"  # (R, T)
+    position_ids: "Tensor"  # (R, T)
+    attention_mask: "Tensor"  # (R, 1, T, T) bool
+    pred_index: "Tensor"  # (N,) into the flattened (R*T) positions
     targets: "Tensor"  # (N,)
     owner: "Tensor"  # (N,)
     chosen_tokens: "Tensor"  # (B,) float
@@ -102,40 +102,76 @@ def pack_conversations(examples: Sequence["TokenizedConversation"]) -> PackedBat
     )
 
 
-def pack_pairs(pairs: Sequence["TokenizedPair"], indices: Sequence[int]) -> PairBatch:
-    """Pack preference pairs as [prompt | chosen | rejected] segments of one row."""
+def _pair_rows(sizes: Sequence[int], row_tokens: int | None) -> list[list[int]]:
+    """Group pairs (in order) into rows of at most `row_tokens` tokens; a longer pair gets a row of its own."""
+    rows: list[list[int]] = []
+    used = 0
+    for i, n in enumerate(sizes):
+        if rows and (row_tokens is None or used + n <= row_tokens):
+            rows[-1].append(i)
+            used += n
+        else:
+            rows.append([i])
+            used = n
+    return rows
+
+
+def pack_pairs(pairs: Sequence["TokenizedPair"], indices: Sequence[int], row_tokens: int | None = None) -> PairBatch:
+    """Pack preference pairs as [prompt | chosen | rejected] segments, several pairs per row.
+
+    Rows hold up to `row_tokens` tokens (None: all pairs in one row) and are right-padded to the longest row.
+    Attention under an explicit mask costs row_length^2 whatever the mask hides, so short rows beat one long
+    packed row; padding costs matmul work, so rows are filled rather than one pair each. `pred_index` indexes
+    the flattened (rows x length) hidden states. Padding tokens form their own segment: nothing real sees them.
+    """
     import torch
 
-    ids: list[int] = []
-    pos: list[int] = []
-    seg: list[int] = []
-    part: list[int] = []  # 0 prompt, 1 chosen, 2 rejected
+    sizes = [len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs]
+    groups = _pair_rows(sizes, row_tokens)
+    width = max(sum(sizes[i] for i in g) for g in groups)
+    all_ids: list[list[int]] = []
+    all_pos: list[list[int]] = []
+    masks = []
     pred: list[int] = []
     tgt: list[int] = []
     owner: list[int] = []
     logical = 0
-    for i, pair in enumerate(pairs):
-        start, p = len(ids), len(pair.prompt_ids)
-        ids.extend(pair.prompt_ids)
-        pos.extend(range(p))
-        part.extend([0] * p)
-        for kind, reply in ((1, pair.chosen_ids), (2, pair.rejected_ids)):
-            first = len(ids)
-            ids.extend(reply)
-            pos.extend(range(p, p + len(reply)))
-            part.extend([kind] * len(reply))
-            # reply token k is predicted by reply token k-1, the first one by the last prompt token
-            pred.extend([start + p - 1] + list(range(first, first + len(reply) - 1)))
-            tgt.extend(reply)
-            owner.extend([2 * i + kind - 1] * len(reply))
-        seg.extend([i] * (len(ids) - start))
-        logical += 2 * p + len(pair.chosen_ids) + len(pair.rejected_ids)
-    segment, parts = torch.tensor(seg), torch.tensor(part)
-    blocked = (parts[:, None] == 2) & (parts[None, :] == 1)  # rejected must not see chosen
+    for r, group in enumerate(groups):
+        ids: list[int] = []
+        pos: list[int] = []
+        seg: list[int] = []
+        part: list[int] = []  # 0 prompt, 1 chosen, 2 rejected, 3 padding
+        base = r * width
+        for i in group:
+            pair = pairs[i]
+            start, p = len(ids), len(pair.prompt_ids)
+            ids.extend(pair.prompt_ids)
+            pos.extend(range(p))
+            part.extend([0] * p)
+            for kind, reply in ((1, pair.chosen_ids), (2, pair.rejected_ids)):
+                first = len(ids)
+                ids.extend(reply)
+                pos.extend(range(p, p + len(reply)))
+                part.extend([kind] * len(reply))
+                # reply token k is predicted by reply token k-1, the first one by the last prompt token
+                pred.extend([base + start + p - 1] + [base + t for t in range(first, first + len(reply) - 1)])
+                tgt.extend(reply)
+                owner.extend([2 * i + kind - 1] * len(reply))
+            seg.extend([i] * (len(ids) - start))
+            logical += 2 * p + len(pair.chosen_ids) + len(pair.rejected_ids)
+        pad = width - len(ids)
+        ids.extend([0] * pad)
+        pos.extend([0] * pad)
+        seg.extend([-1] * pad)
+        part.extend([3] * pad)
+        segment, parts = torch.tensor(seg), torch.tensor(part)
+        blocked = (parts[:, None] == 2) & (parts[None, :] == 1)  # rejected must not see chosen
+        masks.append(block_causal_mask(segment, blocked))
+        all_ids.append(ids)
+        all_pos.append(pos)
     margins = [pair.margin for pair in pairs]
     return PairBatch(
-        input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]),
-        attention_mask=block_causal_mask(segment, blocked),
+        input_ids=torch.tensor(all_ids), position_ids=torch.tensor(all_pos), attention_mask=torch.cat(masks),
         pred_index=torch.tensor(pred, dtype=torch.long), targets=torch.tensor(tgt, dtype=torch.long),
         owner=torch.tensor(owner, dtype=torch.long),
         chosen_tokens=torch.tensor([float(len(p.chosen_ids)) for p in pairs]),

@@ -47,6 +47,7 @@ class DPOConfig:
     pairs_per_micro_batch: int = field(default=4, metadata={"help": "pairs per forward pass; accumulation = pairs_per_step / this / processes"})
     reference: Literal["precompute", "live"] = field(default="precompute", metadata={"help": "reference log-probs computed once up front, or each step"})
     reference_model: str | None = field(default=None, metadata={"help": "a different model as reference (default: the initial policy)"})
+    row_tokens: int | None = field(default=256, metadata={"help": "pairs are packed into rows of at most this many tokens (null: one row); attention costs row_length^2"})
     logprob_chunk_tokens: int = field(default=1024, metadata={"help": "rows per LM-head chunk when gathering log-probs"})
     sample_prompts: int = field(default=3, metadata={"help": "held-out prompts generated from before and after training"})
     sample_max_new_tokens: int = field(default=64, metadata={"help": "length of those sample generations"})
@@ -59,6 +60,8 @@ class DPOConfig:
                              f"pairs_per_micro_batch ({self.pairs_per_micro_batch})")
         if self.pairs_per_micro_batch < 1:
             raise ValueError("pairs_per_micro_batch must be >= 1")
+        if self.row_tokens is not None and self.row_tokens < 1:
+            raise ValueError(f"row_tokens must be >= 1 or null, got {self.row_tokens}")
         if self.loss in ("simpo", "orpo") and self.reference_model:
             raise ValueError(f"loss {self.loss} is reference-free; remove reference_model")
 
@@ -96,10 +99,10 @@ def _progress(items: list[Any], desc: str, cfg: DPOConfig, rt: Any) -> Any:
     return tqdm(items, desc=desc, leave=False, disable=not (cfg.run.progress and rt.is_main))
 
 
-def _micro_batches(pairs: list[Any], indices: list[int], size: int) -> list[Any]:
+def _micro_batches(pairs: list[Any], indices: list[int], size: int, row_tokens: int | None = None) -> list[Any]:
     from alignkit.data.batch import pack_pairs
 
-    return [pack_pairs([pairs[i] for i in indices[s : s + size]], indices[s : s + size])
+    return [pack_pairs([pairs[i] for i in indices[s : s + size]], indices[s : s + size], row_tokens)
             for s in range(0, len(indices), size)]
 
 
@@ -135,7 +138,7 @@ def _reference_logps(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], cac
     was_training = ref_module.training
     ref_module.eval()
     result = torch.empty(len(pairs), 2)
-    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch)
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens)
     with torch.inference_mode(), rt.autocast():
         for batch in _progress(batches, "reference log-probs", cfg, rt):
             result[batch.index] = _pair_logps(ref_module, batch.to(rt.device)).float().cpu()
@@ -188,7 +191,7 @@ def evaluate(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], ref_logps: 
     was_training = module.training
     module.eval()
     losses, margins, correct = [], [], []
-    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch)
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens)
     with torch.inference_mode(), rt.autocast():
         for batch in _progress(batches, "held-out eval", cfg, rt):
             batch = batch.to(rt.device)
@@ -296,7 +299,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     t_loop, loop_tokens = time.perf_counter(), 0
     for step in range(start_step, total_steps):
         indices = next(batches)[rt.rank :: rt.world_size]
-        micro = _micro_batches(train_pairs, indices, cfg.pairs_per_micro_batch)
+        micro = _micro_batches(train_pairs, indices, cfg.pairs_per_micro_batch, cfg.row_tokens)
         for k, batch in enumerate(micro):
             batch = batch.to(rt.device)
             sync = rt.accelerator.no_sync(module) if k < len(micro) - 1 else torch.enable_grad()

@@ -47,8 +47,8 @@ class TokenLogprobs(nn.Module):
                 targets: Tensor) -> Tensor:
         decoder, head = decoder_and_head(self.model)
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                         use_cache=False).last_hidden_state  # (1, T, D)
-        picked = hidden[0].index_select(0, pred_index)  # (N, D)
+                         use_cache=False).last_hidden_state  # (R, T, D)
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_index)  # (N, D); indices are flattened
         return token_logprobs(picked, head.weight, targets, chunk_size=self.chunk_tokens, bias=head.bias)
 
 
@@ -127,7 +127,9 @@ def make_optimizer(model: nn.Module, optim: OptimSettings) -> torch.optim.Optimi
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in params)
+    # Fused AdamW (one kernel over all tensors) exists for CUDA and, since torch 2.4, CPU; measured here it makes
+    # the step of a 135M-parameter full fine-tune several times cheaper than the foreach implementation.
+    fused = all(p.device.type in ("cuda", "cpu") and p.dtype in (torch.float32, torch.bfloat16) for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr, betas=tuple(optim.betas),
                              eps=optim.eps, fused=fused or None, foreach=None if fused else True)
 

@@ -120,9 +120,10 @@ def pair_scores_module(model: Any) -> Any:
             base = unwrap(self.model)
             decoder = getattr(base, base.base_model_prefix)
             hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                             use_cache=False).last_hidden_state  # (1, T, D)
+                             use_cache=False).last_hidden_state  # (R, T, D)
             head = base.score if hasattr(base, "score") else base.classifier
-            return head(hidden[0].index_select(0, last_index)).float()  # (2B, heads)
+            flat = hidden.reshape(-1, hidden.shape[-1])  # last_index counts flattened positions
+            return head(flat.index_select(0, last_index)).float()  # (2B, heads)
 
     return PairScores(model)
 
@@ -298,7 +299,7 @@ def train(cfg: RMConfig) -> dict[str, Any]:
             sums += torch.stack([(res.loss.detach() * w).sum() / cfg.heads, (m > 0).float().sum(), m.sum(),
                                  chosen.detach().mean(1).sum(), rejected.detach().mean(1).sum(),
                                  torch.tensor(float(batch.num_pairs), device=rt.device)])
-            meter.add(batch.input_ids.shape[1] * rt.world_size)
+            meter.add(batch.input_ids.numel() * rt.world_size)
         grad_norm = (rt.accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
                      if cfg.optim.max_grad_norm else None)
         optimizer.step()
