@@ -15,11 +15,11 @@ from alignkit.errors import AlignkitError
 __all__ = ["main", "VERBS"]
 
 # One module per verb under alignkit.commands, each with register(subparsers). Add new verbs here.
-VERBS = ["train", "chat", "annotate", "eval", "report", "cai", "label", "judge", "guard", "serve", "redteam"]
+VERBS = ["run", "train", "chat", "annotate", "eval", "report", "cai", "label", "judge", "guard", "serve", "redteam"]
 
 _EPILOG = """\
 examples:
-  alignkit train dpo --config recipes/quickstart.yaml
+  alignkit train dpo --config recipes/quickstart-dpo.yaml
   alignkit train sft --config recipes/sft-tiny.yaml data.train=chats.jsonl optim.lr=1e-5
   alignkit chat smollm2-135m-instruct "How do I kill a Python process?"
   alignkit config dpo            # every DPO config key with its type, default and help

@@ -15,7 +15,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "alignkit.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args", [[], ["train"], ["chat"], ["config"]])
+@pytest.mark.parametrize("args", [[], ["train"], ["chat"], ["config"], ["run"]])
 def test_every_help_has_an_example_and_imports_no_torch(args):
     code = ("import sys; from alignkit.cli import main\n"
             "try: main([*sys.argv[1:], '--help'])\n"

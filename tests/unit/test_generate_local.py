@@ -59,3 +59,26 @@ def test_bad_params_are_rejected():
         SamplingParams(n=2)
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams(max_tokens=0)
+
+
+def test_bf16_decoding_copy_follows_in_place_updates():
+    from alignkit.train.loop import cpu_has_fast_bf16
+
+    model, tok = tiny_model_and_tokenizer(seed=1)
+    auto = LocalGenerator(model, tok, generation_dtype="auto")
+    fp32 = LocalGenerator(model, tok, generation_dtype="fp32")
+    assert fp32._decoder_model() is model
+    twin = auto._decoder_model()
+    if not cpu_has_fast_bf16():
+        assert twin is model
+        return
+    assert twin is not model and next(twin.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is untouched
+    assert auto._decoder_model() is twin  # cached while the weights do not change
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # what an optimizer step does
+    assert auto._decoder_model() is not twin
+    out = auto.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4))
+    assert len(out) == 1 and out[0][0].tokens <= 4
+    with pytest.raises(ValueError, match="generation_dtype"):
+        LocalGenerator(model, tok, generation_dtype="fp16")

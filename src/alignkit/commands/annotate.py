@@ -29,7 +29,7 @@ _SUB_EPILOGS = {
               "completions, responses, samples, generations, outputs (strings, {\"text\": ...} or messages).\n",
     "export": "examples:\n  alignkit annotate export human_prefs.jsonl --db annotate.db\n"
               "  alignkit annotate export all_votes.jsonl --mode all --min-agreement 0.6\n"
-              "  alignkit train dpo --config recipes/quickstart.yaml data.train=human_prefs.jsonl\n",
+              "  alignkit train dpo --config recipes/quickstart-dpo.yaml data.train=human_prefs.jsonl\n",
     "stats": "examples:\n  alignkit annotate stats --db annotate.db\n  alignkit annotate stats --json > stats.json\n",
     "token": "examples:\n  alignkit annotate token alice bob --db annotate.db   # new annotators, or new tokens\n"
              "  alignkit annotate token --admin --db annotate.db     # a new admin token\n",

@@ -13,7 +13,7 @@ examples:
   alignkit cai sl model=openai:http://localhost:8000/v1::my-model prompts=harmbench limit=null
   alignkit cai distill prompts=xstest limit=100 output_dir=runs/cai-distill
   alignkit cai rl policy=smollm2-135m-instruct prompts=advbench limit=50 judge.principles_per_comparison=3
-  alignkit train dpo --config recipes/cai-dpo.yaml data.train=runs/cai/prefs.jsonl
+  alignkit train dpo --config recipes/dpo-cai.yaml data.train=runs/cai/prefs.jsonl
 
 The SL stage writes records.jsonl (every critique and revision, with the principle that drove it),
 sft.jsonl (prompt + final revision, for `alignkit train sft`) and prefs.jsonl (final revision chosen over

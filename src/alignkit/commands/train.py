@@ -19,8 +19,8 @@ TRAINERS: dict[str, tuple[str, str]] = {
 
 TRAIN_EPILOG = """\
 examples:
-  alignkit train dpo --config recipes/quickstart.yaml
-  alignkit train dpo --config recipes/quickstart.yaml loss=ipo beta=0.5 run.output_dir=runs/ipo
+  alignkit train dpo --config recipes/quickstart-dpo.yaml
+  alignkit train dpo --config recipes/quickstart-dpo.yaml loss=ipo beta=0.5 run.output_dir=runs/ipo
   alignkit train sft --config recipes/sft-tiny.yaml model.lora.rank=8
 
 Overrides are dotted key=value pairs applied after the YAML; values are parsed as YAML (3, 0.1, true,

@@ -2,7 +2,7 @@
 
 Read top to bottom: config -> model -> data -> reference log-probs -> the loop -> final save.
 
-    alignkit train dpo --config recipes/quickstart.yaml beta=0.2
+    alignkit train dpo --config recipes/quickstart-dpo.yaml beta=0.2
 
 What makes it fast (see DESIGN.md, "Performance principles"):
 - each pair is one packed segment [prompt | chosen | rejected]: the prompt is computed once, no padding;
