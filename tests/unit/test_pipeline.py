@@ -173,3 +173,20 @@ def test_shipped_pipeline_recipes_parse(name):
     r = load_recipe(REPO / "recipes" / f"{name}.yaml")
     assert r.stages and r.stages[-1].kind == "report"
     assert recipe_mod.referenced_stages(r.stages[-1].params)
+
+
+def test_launch_commands_for_cpu_gpus_and_accelerate_configs():
+    from alignkit.pipeline.stages import launch_command
+
+    cpu = launch_command("dpo", Path("c.yaml"), {"num_processes": 2, "cpu": True})
+    assert cpu[1:4] == ["-m", "torch.distributed.run", "--nproc_per_node"] and cpu[-4:] == ["train", "dpo", "--config", "c.yaml"]
+    gpu = launch_command("sft", Path("c.yaml"), {"num_processes": 4})
+    assert "accelerate.commands.launch" in gpu and "--multi_gpu" in gpu and gpu[gpu.index("--num_processes") + 1] == "4"
+    cfg = launch_command("dpo", Path("c.yaml"), {"num_processes": 8, "config_file": "configs/accelerate/fsdp.yaml"})
+    assert cfg[cfg.index("--config_file") + 1] == "configs/accelerate/fsdp.yaml" and "--multi_gpu" not in cfg
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed-zero3"])
+def test_shipped_accelerate_configs_are_valid_yaml(name):
+    data = yaml.safe_load((REPO / "configs" / "accelerate" / f"{name}.yaml").read_text())
+    assert data["distributed_type"] in ("MULTI_GPU", "FSDP", "DEEPSPEED") and data["mixed_precision"] == "no"

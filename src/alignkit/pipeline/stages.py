@@ -233,25 +233,38 @@ def _train(params: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     return {"model": str(final), "run_dir": str(run_dir), "summary": str(run_dir / "summary.json")}
 
 
-def _accelerate_launch(method: str, config: Path, launch: Mapping[str, Any], ctx: StageContext) -> None:
+def launch_command(method: str, config: Path, launch: Mapping[str, Any]) -> list[str]:
+    """The multi-process command for a train stage.
+
+    GPUs (and any accelerate config file: DDP, FSDP, DeepSpeed, several machines) go through `accelerate launch`;
+    several CPU processes go through torchrun, which accelerate then sees as a gloo process group (accelerate's own
+    launcher runs CPU processes only under MPI).
+    """
+    procs = int(launch.get("num_processes", 1))
+    port = str(launch.get("main_process_port", 29512))
+    train = ["-m", "alignkit.cli", "train", method, "--config", str(config)]
+    if launch.get("cpu") and not launch.get("config_file"):
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port", port,
+                *train]
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if launch.get("config_file"):
         cmd += ["--config_file", str(launch["config_file"])]
+    else:
+        cmd += ["--multi_gpu"] if procs > 1 else []
+        cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return cmd + ["--num_processes", str(procs), "--main_process_port", port, *train]
+
+
+def _accelerate_launch(method: str, config: Path, launch: Mapping[str, Any], ctx: StageContext) -> None:
+    cmd = launch_command(method, config, launch)
     procs = int(launch.get("num_processes", 1))
-    cmd += ["--num_processes", str(procs)]
-    if procs > 1 and not launch.get("config_file"):
-        cmd += ["--multi_gpu"] if not launch.get("cpu", False) else []
-    if launch.get("cpu"):
-        cmd += ["--cpu"]
-    cmd += ["--main_process_port", str(launch.get("main_process_port", 29512)), "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no"]
-    cmd += ["-m", "alignkit.cli", "train", method, "--config", str(config)]
     print("launching: " + " ".join(cmd[2:]), flush=True)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, procs))))
     done = subprocess.run(cmd, env=env)
     if done.returncode != 0:
-        raise AlignkitError(f"{ctx.where}: `accelerate launch` exited with code {done.returncode} (its output is above)")
+        raise AlignkitError(f"{ctx.where}: the {procs}-process launch exited with code {done.returncode} "
+                            "(its output is above)")
 
 
 # ------------------------------------------------------------------------------------------- comparison

@@ -359,6 +359,7 @@ def _finish(cfg: DPOConfig, rt: Any, raw: Any, tokenizer: Any, eval_pairs: list[
     summary["after"] = evaluate(cfg, rt, raw, eval_pairs, ref_eval)
     summary["samples_after"] = _samples(cfg, raw.model, tokenizer)
     summary["steps"] = total_steps
+    summary["processes"] = rt.world_size
     final = out / "final"
     from alignkit.train.save import save_final
 
