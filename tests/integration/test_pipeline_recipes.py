@@ -21,7 +21,9 @@ TINY_EVAL = ["stages.baseline.model=${model}", "stages.baseline.limit=3", "stage
 TINY = {
     "cai-dpo": ["stages.cai.limit=4", "stages.cai.rounds=1", "stages.cai.response.max_new_tokens=8",
                 "stages.cai.critique.max_new_tokens=8", "stages.cai.revision.max_new_tokens=8",
-                "stages.label.judge.model=tiny-random-llama", "stages.label.min_confidence=0.0",
+                # the tiny random model writes empty replies, so its CAI revisions yield no pairs: label shipped ones
+                "stages.label.pairs=builtin:quickstart", "stages.label.limit=6",
+                "stages.label.judge.model=tiny-random-llama",
                 "stages.train.set.run.max_steps=1", "stages.train.set.pairs_per_step=2",
                 "stages.train.set.pairs_per_micro_batch=2", "stages.train.set.sample_prompts=0",
                 "stages.train.set.model.lora={rank: 4, alpha: 8}"],

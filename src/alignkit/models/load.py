@@ -198,6 +198,9 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
             raise ModelError(f"could not load model {cfg.name!r} from {source}: {exc}") from exc
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
+    if cfg.name == TINY_NAME or cfg.name in BUILTIN_MODELS:
+        # saved LoRA adapters then name the built-in (portable) rather than this machine's cache directory
+        model.config._name_or_path = model.name_or_path = cfg.name
     model.to(device)
     if cfg.gradient_checkpointing and for_training:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -219,7 +222,13 @@ def _load_adapter_dir(cfg: ModelConfig, directory: Path, dtype: Any, device: str
         raise ModelError(f"{directory}/adapter_config.json names no base_model_name_or_path")
     if cfg.lora is not None:
         raise ModelError(f"{directory} already holds a LoRA adapter; set model.lora=null to continue training it")
-    base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    if base_name == TINY_NAME or base_name in BUILTIN_MODELS:
+        from dataclasses import replace
+
+        base = load_model(replace(cfg, name=base_name, lora=None, gradient_checkpointing=False),
+                          for_training=False).model
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     tok = AutoTokenizer.from_pretrained(directory)
     model = PeftModel.from_pretrained(base.to(device), str(directory), is_trainable=for_training)
     if tok.pad_token_id is None:

@@ -170,7 +170,13 @@ def run_pipeline(recipe: Recipe, *, force: Sequence[str] = (), until: str | None
                   f"{prev.get('seconds', 0):.0f} s last time)", flush=True)
         else:
             resuming = prev.get("status") in ("failed", "running") and prev.get("key") == key
-            print(f"\n[{i}/{len(names)}] {stage.name} ({stage.kind}){': resuming' if resuming else ''}", flush=True)
+            why = ""
+            if resuming:
+                why = ": resuming"
+            elif prev.get("status") == "done":
+                why = (": forced" if recompute else ": settings or inputs changed" if prev.get("key") != key
+                       else ": an output file is missing")
+            print(f"\n[{i}/{len(names)}] {stage.name} ({stage.kind}){why}", flush=True)
             ctx = StageContext(name=stage.name, dir=root / stage.name, db=root / "alignkit.db",
                                data_dir=recipe.data_dir, seed=recipe.seed, progress=progress,
                                where=f"{recipe.source}: stage '{stage.name}'", gates=recipe.gates)

@@ -151,7 +151,7 @@ def _label(params: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     values["output"] = str(ctx.dir / "prefs.jsonl")
     s = run_label(_build(LabelConfig, values, ctx))
     print(f"labeled: {s['records']} preference records kept of {s['items']}")
-    return {"prefs": str(ctx.dir / "prefs.jsonl"), "summary": str(ctx.dir / "prefs.jsonl.summary.json")}
+    return {"prefs": str(ctx.dir / "prefs.jsonl"), "summary": str(ctx.dir / "prefs.summary.json")}
 
 
 _CONCAT_KEYS = {"inputs", "kind_of_data"}
