@@ -191,3 +191,17 @@ def test_diversity_separates_collapsed_from_varied_samples(ctx):
     varied = task.aggregate(task.run(Replies(samples=lambda chat, k: texts[k]), items, ctx))  # type: ignore[arg-type]
     assert varied["distinct_1"].value == 1.0 and varied["distinct_2"].value == 1.0
     assert varied["embedding_spread"].value > 0.5
+
+
+def test_evals_decode_in_fp32_unless_asked_and_the_run_id_says_so():
+    from alignkit.evals.runner import EvalConfig, run_id_for
+    from alignkit.evals.subject import Subject
+    from alignkit.models.tiny import tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer()
+    assert Subject.from_model(model, tok).generator.generation_dtype == "fp32"  # batch-size independent greedy
+    assert Subject.from_model(model, tok, generation_dtype="auto").generator.generation_dtype == "auto"
+    fp32, auto = EvalConfig(suite=["xstest"]), EvalConfig(suite=["xstest"], generation_dtype="auto")
+    assert run_id_for(fp32, ["xstest"]) != run_id_for(auto, ["xstest"])  # bf16-decoded items never resume fp32 runs
+    with pytest.raises(ValueError, match="generation_dtype"):
+        EvalConfig(generation_dtype="bf16").validate()

@@ -50,7 +50,8 @@ def _config(args: argparse.Namespace) -> Any:
     values = {k: getattr(base, k) for k in base.__dataclass_fields__}
     flags = {"model": args.model, "limit": args.limit, "seed": args.seed, "data_dir": args.data_dir, "db": args.db,
              "output_dir": args.output_dir, "run_id": args.run_id, "max_new_tokens": args.max_new_tokens,
-             "batch_size": args.batch_size, "device": args.device, "judge": args.judge}
+             "batch_size": args.batch_size, "device": args.device, "judge": args.judge,
+             "generation_dtype": args.generation_dtype}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.suite:
         values["suite"] = [s for chunk in args.suite for s in chunk.split(",") if s]
@@ -200,6 +201,9 @@ def register(sub: Any) -> None:
     ev.add_argument("--max-new-tokens", type=int, help="generation budget per reply (default 256)")
     ev.add_argument("--batch-size", type=int, help="generation batch size (default 16)")
     ev.add_argument("--device", help="auto, cpu, cuda")
+    ev.add_argument("--generation-dtype", choices=["fp32", "auto"],
+                    help="fp32 (default): decode with the model as loaded, batch-size independent; auto: a bf16 "
+                    "copy on AMX CPUs, faster, but greedy outputs then depend on the batch size")
     ev.add_argument("--judge", help="offline (default: rules + MiniLM heads), rules, or llm:<model or openai:URL::MODEL>")
     ev.add_argument("--option", action="append", metavar="KEY=VALUE", help="task option, e.g. mmlu_letters.shots=5")
     ev.add_argument("--all-metrics", action="store_true", help="print every metric, not only each task's headline")

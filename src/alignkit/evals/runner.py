@@ -54,6 +54,8 @@ class EvalConfig:
     batch_size: int = field(default=16, metadata={"help": "generation batch size"})
     tokens_per_batch: int = field(default=4096, metadata={"help": "log-likelihood batch budget in tokens"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda"})
+    generation_dtype: str = field(default="fp32", metadata={"help": "fp32: decode with the model as loaded; auto: "
+                                  "a bf16 copy on AMX CPUs (faster, but greedy outputs then depend on batch size)"})
     judge: str = field(default="offline", metadata={"help": "offline (rules + MiniLM head), rules, or llm:<model>"})
     chunk_items: int = field(default=32, metadata={"help": "items scored between two commits (resume granularity)"})
     progress: bool = field(default=True, metadata={"help": "progress bar with ETA"})
@@ -64,6 +66,8 @@ class EvalConfig:
             raise ValueError(f"limit must be >= 1 (or null for all items), got {self.limit}")
         if self.max_new_tokens < 1 or self.batch_size < 1 or self.chunk_items < 1:
             raise ValueError("max_new_tokens, batch_size and chunk_items must be >= 1")
+        if self.generation_dtype not in ("fp32", "auto"):
+            raise ValueError(f"generation_dtype must be fp32 or auto, got {self.generation_dtype!r}")
         if not (self.judge in ("offline", "rules") or self.judge.startswith("llm:")):
             raise ValueError(f"judge must be offline, rules or llm:<model>, got {self.judge!r}")
 
@@ -95,9 +99,11 @@ def _fingerprint(model: str) -> str:
 
 def run_id_for(cfg: EvalConfig, tasks: list[str]) -> str:
     """Same settings -> same id, so a rerun resumes; different settings never share stored items."""
-    key = json.dumps({"model": _fingerprint(cfg.model), "tasks": tasks, "limit": cfg.limit, "seed": cfg.seed,
-                      "max_new_tokens": cfg.max_new_tokens, "judge": cfg.judge, "options": cfg.options},
-                     sort_keys=True)
+    settings: dict[str, Any] = {"model": _fingerprint(cfg.model), "tasks": tasks, "limit": cfg.limit, "seed": cfg.seed,
+                                "max_new_tokens": cfg.max_new_tokens, "judge": cfg.judge, "options": cfg.options}
+    if cfg.generation_dtype != "fp32":  # decoding in another dtype changes greedy outputs: never share items
+        settings["generation_dtype"] = cfg.generation_dtype
+    key = json.dumps(settings, sort_keys=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.model.rstrip("/")).name or cfg.model).strip("-")[:40]
     suite = re.sub(r"[^A-Za-z0-9]+", "-", "+".join(cfg.suite))[:24]
     return f"{slug}-{suite}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
@@ -148,7 +154,7 @@ def run_eval(cfg: EvalConfig, *, subject: "Subject | None" = None, store: "Resul
             from alignkit.evals.subject import Subject
 
             subject = Subject.load(cfg.model, device=cfg.device, batch_size=cfg.batch_size,
-                                   tokens_per_batch=cfg.tokens_per_batch)
+                                   tokens_per_batch=cfg.tokens_per_batch, generation_dtype=cfg.generation_dtype)
             store.set_source(run_id, subject.source)
         if subject is not None and subject.scorer is None:  # a remote backend: generation tasks only
             skipped = [t.name for t, _ in plan if t.needs_loglik]

@@ -34,7 +34,7 @@ class Subject:
 
     @classmethod
     def load(cls, model: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-             row_tokens: int = 256, tokens_per_batch: int = 4096) -> "Subject":
+             row_tokens: int = 256, tokens_per_batch: int = 4096, generation_dtype: str = "fp32") -> "Subject":
         """Load a local model (built-in name, directory, hub id, .gguf; log-likelihood and generation) or a
         remote backend spec (openai:URL::MODEL, vllm:MODEL; generation only)."""
         from alignkit.models.load import ModelConfig, load_model
@@ -47,15 +47,20 @@ class Subject:
 
         loaded = load_model(ModelConfig(name=model, device=device, dtype=dtype), for_training=False)  # type: ignore[arg-type]
         return cls.from_model(loaded.model, loaded.tokenizer, name=model, source=loaded.source, batch_size=batch_size,
-                              row_tokens=row_tokens, tokens_per_batch=tokens_per_batch)
+                              row_tokens=row_tokens, tokens_per_batch=tokens_per_batch,
+                              generation_dtype=generation_dtype)
 
     @classmethod
     def from_model(cls, model: Any, tokenizer: Any, *, name: str = "local", source: str = "", batch_size: int = 16,
-                   row_tokens: int = 256, tokens_per_batch: int = 4096) -> "Subject":
+                   row_tokens: int = 256, tokens_per_batch: int = 4096, generation_dtype: str = "fp32") -> "Subject":
+        """`generation_dtype="fp32"` (the default for evals) decodes with the model as loaded. "auto" lets the
+        generator decode with a bf16 copy on AMX CPUs: faster, but greedy outputs then depend on the batch
+        size (SmolLM2, 16 XSTest prompts: 3 of 16 identical between batch 1 and 16, vs 16 of 16 in fp32)."""
         from alignkit.evals.loglik import LoglikScorer
         from alignkit.generate.local import LocalGenerator
 
-        generator = LocalGenerator(model, tokenizer, name=name, batch_size=batch_size)
+        generator = LocalGenerator(model, tokenizer, name=name, batch_size=batch_size,
+                                   generation_dtype=generation_dtype)
         scorer = LoglikScorer(model, tokenizer, row_tokens=row_tokens, tokens_per_batch=tokens_per_batch)
         return cls(generator, name=name, scorer=scorer, source=source)
 
