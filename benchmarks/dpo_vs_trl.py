@@ -591,9 +591,14 @@ def orchestrate(opts: argparse.Namespace) -> dict[str, Any]:
 
     # the model: alignkit's built-in name resolves to a cached directory of safetensors; TRL gets that directory
     t0 = time.perf_counter()
-    loaded = load_model(ModelConfig(name=opts.model, device="cpu", dtype="float32"), for_training=False)
-    source, tokenizer = loaded.source, loaded.tokenizer
-    del loaded
+    if opts.tokenizer:  # a GPU machine without the SmolLM2 package: its tokenizer files are enough there
+        from transformers import AutoTokenizer
+
+        source, tokenizer = opts.tokenizer, AutoTokenizer.from_pretrained(opts.tokenizer)
+    else:
+        loaded = load_model(ModelConfig(name=opts.model, device="cpu", dtype="float32"), for_training=False)
+        source, tokenizer = loaded.source, loaded.tokenizer
+        del loaded
     model_info: dict[str, Any] = {"name": opts.model, "source": source}
     random_model = opts.random_model or ("1b" if gpu else "none")
     if random_model != "none":
@@ -736,6 +741,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--model", default="smollm2-135m-instruct", help="alignkit model name (CPU); on CUDA its tokenizer is reused")
+    p.add_argument("--tokenizer", default=None, help="a tokenizer directory instead of loading --model (with --random-model)")
     p.add_argument("--random-model", choices=["none", "1b", "tiny"], default=None,
                    help="use a random-init Llama of this shape instead of --model (default: 1b on CUDA, none on CPU)")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),

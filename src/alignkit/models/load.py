@@ -199,8 +199,8 @@ def load_model(cfg: ModelConfig, *, for_training: bool = True) -> LoadedModel:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if cfg.name == TINY_NAME or cfg.name in BUILTIN_MODELS:
-        # saved LoRA adapters then name the built-in (portable) rather than this machine's cache directory
-        model.config._name_or_path = model.name_or_path = cfg.name
+        # save_final writes this into a LoRA adapter's base_model_name_or_path: portable, unlike the cache directory
+        model.alignkit_builtin = cfg.name
     model.to(device)
     if cfg.gradient_checkpointing and for_training:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -217,7 +217,11 @@ def _load_adapter_dir(cfg: ModelConfig, directory: Path, dtype: Any, device: str
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base_name = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    adapter = json.loads((directory / "adapter_config.json").read_text())
+    base_name = adapter.get("base_model_name_or_path")
+    builtin = adapter.get("alignkit_base_model")
+    if builtin and (not base_name or (Path(base_name).is_absolute() and not Path(base_name).exists())):
+        base_name = builtin  # saved on another machine: its cache directory is not here, the built-in is
     if not base_name:
         raise ModelError(f"{directory}/adapter_config.json names no base_model_name_or_path")
     if cfg.lora is not None:

@@ -99,11 +99,17 @@ def _progress(items: list[Any], desc: str, cfg: DPOConfig, rt: Any) -> Any:
     return tqdm(items, desc=desc, leave=False, disable=not (cfg.run.progress and rt.is_main))
 
 
-def _micro_batches(pairs: list[Any], indices: list[int], size: int, row_tokens: int | None = None) -> list[Any]:
+def _micro_batches(pairs: list[Any], indices: list[int], size: int, row_tokens: int | None = None,
+                   pad_to: int = 1) -> list[Any]:
     from alignkit.data.batch import pack_pairs
 
-    return [pack_pairs([pairs[i] for i in indices[s : s + size]], indices[s : s + size], row_tokens)
+    return [pack_pairs([pairs[i] for i in indices[s : s + size]], indices[s : s + size], row_tokens, pad_to)
             for s in range(0, len(indices), size)]
+
+
+def _pad_multiple(rt: Any) -> int:
+    """Row length multiple: 16 on CUDA (aligned masks keep the fused attention kernels), 1 elsewhere."""
+    return 16 if getattr(rt.device, "type", "cpu") == "cuda" else 1
 
 
 # ------------------------------------------------------------------------------------ log-probs
@@ -138,7 +144,7 @@ def _reference_logps(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], cac
     was_training = ref_module.training
     ref_module.eval()
     result = torch.empty(len(pairs), 2)
-    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens)
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens, _pad_multiple(rt))
     with torch.inference_mode(), rt.autocast():
         for batch in _progress(batches, "reference log-probs", cfg, rt):
             result[batch.index] = _pair_logps(ref_module, batch.to(rt.device)).float().cpu()
@@ -191,7 +197,7 @@ def evaluate(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], ref_logps: 
     was_training = module.training
     module.eval()
     losses, margins, correct = [], [], []
-    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens)
+    batches = _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch, cfg.row_tokens, _pad_multiple(rt))
     with torch.inference_mode(), rt.autocast():
         for batch in _progress(batches, "held-out eval", cfg, rt):
             batch = batch.to(rt.device)
@@ -299,7 +305,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     t_loop, loop_tokens = time.perf_counter(), 0
     for step in range(start_step, total_steps):
         indices = next(batches)[rt.rank :: rt.world_size]
-        micro = _micro_batches(train_pairs, indices, cfg.pairs_per_micro_batch, cfg.row_tokens)
+        micro = _micro_batches(train_pairs, indices, cfg.pairs_per_micro_batch, cfg.row_tokens, _pad_multiple(rt))
         for k, batch in enumerate(micro):
             batch = batch.to(rt.device)
             sync = rt.accelerator.no_sync(module) if k < len(micro) - 1 else torch.enable_grad()

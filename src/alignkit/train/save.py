@@ -11,6 +11,23 @@ from typing import Any
 __all__ = ["save_final"]
 
 
+def _name_builtin_base(model: Any, directory: Path) -> None:
+    """An adapter of a built-in model (smollm2-135m-instruct, tiny-random-llama) also names the built-in, so
+    `alignkit.models.load_model(directory)` finds its base on any machine (peft writes this machine's cache path,
+    or nothing for a model built in memory)."""
+    import json
+
+    config = directory / "adapter_config.json"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = getattr(base, "alignkit_builtin", None)
+    if name and config.is_file():
+        data = json.loads(config.read_text())
+        data["alignkit_base_model"] = name  # peft ignores unknown keys; a local base path stays for AutoPeftModel
+        if not data.get("base_model_name_or_path"):
+            data["base_model_name_or_path"] = name
+        config.write_text(json.dumps(data, indent=2))
+
+
 def save_final(model: Any, tokenizer: Any, target: Path) -> Path:
     """Write the model (full weights, or the LoRA adapter) and tokenizer to `target`, atomically.
 
@@ -23,6 +40,7 @@ def save_final(model: Any, tokenizer: Any, target: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _name_builtin_base(model, tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
