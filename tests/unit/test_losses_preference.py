@@ -361,3 +361,10 @@ def test_package_reexports() -> None:
 
     assert losses.preference_loss is preference_loss
     assert set(losses.__all__) >= {"preference_loss", "PreferenceLossOutput", "LOSS_TYPES"}
+
+
+def test_chosen_nll_is_the_per_token_negative_log_likelihood() -> None:
+    from alignkit.losses.preference import chosen_nll
+
+    out = chosen_nll(torch.tensor([-6.0, -1.5]), torch.tensor([3.0, 1.0]))
+    assert torch.allclose(out, torch.tensor([2.0, 1.5]))

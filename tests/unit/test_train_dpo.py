@@ -157,3 +157,12 @@ def test_bf16_autocast_on_cpu_trains_and_keeps_fp32_weights(tmp_path, pref_file)
     assert any(not torch.equal(weights[k], fp32[k]) for k in weights)  # bf16 really changed the arithmetic
     diffs = [(weights[k] - fp32[k]).abs().max().item() for k in weights]
     assert max(diffs) < 0.05  # lr 1e-2 for 3 steps moves weights by ~3e-2 at most: same direction, bf16 noise
+
+
+def test_sft_coef_raises_the_chosen_likelihood(tmp_path, pref_file):
+    plain = train(_cfg(tmp_path, "plain", pref_file, run__max_steps=3))
+    rpo = train(_cfg(tmp_path, "rpo", pref_file, run__max_steps=3, sft_coef=1.0))
+    rows = lambda s: [json.loads(x) for x in (Path(s["final_model"]).parent / "metrics.jsonl").read_text().splitlines()]
+    last_plain, last_rpo = rows(plain)[-1], rows(rpo)[-1]
+    assert last_rpo["loss"] > last_plain["loss"]  # the NLL term is in the reported loss
+    assert last_rpo["reward_chosen"] > last_plain["reward_chosen"]

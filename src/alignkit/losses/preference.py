@@ -196,6 +196,16 @@ def _check_inputs(loss_type: str, tensors: dict[str, Tensor | None]) -> None:
         raise ValueError(f"preference losses take (B,) tensors, got shape {tuple(shape)}")
 
 
+def chosen_nll(policy_chosen_logps: Tensor, chosen_tokens: Tensor) -> Tensor:
+    """Per-pair mean negative log-likelihood of the chosen reply, -logπ(y_w|x) / |y_w| (B,).
+
+    Added to a preference loss with a weight it is the SFT term of RPO (Pang et al., 2024; TRL's `rpo_alpha`): DPO
+    alone can raise the chosen-vs-rejected margin while lowering both likelihoods, and this term keeps pulling the
+    chosen reply up, which is what changes greedy generations.
+    """
+    return -policy_chosen_logps / chosen_tokens
+
+
 def preference_loss(
     loss_type: str,
     *,

@@ -47,6 +47,7 @@ class DPOConfig:
     pairs_per_micro_batch: int = field(default=4, metadata={"help": "pairs per forward pass; accumulation = pairs_per_step / this / processes"})
     reference: Literal["precompute", "live"] = field(default="precompute", metadata={"help": "reference log-probs computed once up front, or each step"})
     reference_model: str | None = field(default=None, metadata={"help": "a different model as reference (default: the initial policy)"})
+    sft_coef: float = field(default=0.0, metadata={"help": "weight of the chosen reply's per-token NLL added to the loss (RPO; TRL's rpo_alpha)"})
     row_tokens: int | None = field(default=256, metadata={"help": "pairs are packed into rows of at most this many tokens (null: one row); attention costs row_length^2"})
     logprob_chunk_tokens: int = field(default=1024, metadata={"help": "rows per LM-head chunk when gathering log-probs"})
     sample_prompts: int = field(default=3, metadata={"help": "held-out prompts generated from before and after training"})
@@ -60,6 +61,8 @@ class DPOConfig:
                              f"pairs_per_micro_batch ({self.pairs_per_micro_batch})")
         if self.pairs_per_micro_batch < 1:
             raise ValueError("pairs_per_micro_batch must be >= 1")
+        if self.sft_coef < 0:
+            raise ValueError(f"sft_coef must be >= 0, got {self.sft_coef}")
         if self.row_tokens is not None and self.row_tokens < 1:
             raise ValueError(f"row_tokens must be >= 1 or null, got {self.row_tokens}")
         if self.loss in ("simpo", "orpo") and self.reference_model:
@@ -176,13 +179,20 @@ def _loss(cfg: DPOConfig, logps: Any, ref: Any, batch: Any) -> Any:
     from alignkit.losses.preference import REFERENCE_FREE, preference_loss
 
     with_ref = cfg.loss not in REFERENCE_FREE
-    return preference_loss(
+    out = preference_loss(
         cfg.loss, policy_chosen_logps=logps[:, 0], policy_rejected_logps=logps[:, 1],
         chosen_tokens=batch.chosen_tokens, rejected_tokens=batch.rejected_tokens,
         ref_chosen_logps=ref[:, 0] if with_ref else None, ref_rejected_logps=ref[:, 1] if with_ref else None,
         beta=cfg.beta, label_smoothing=cfg.label_smoothing, simpo_gamma=cfg.simpo_gamma,
         margin=batch.margin if cfg.loss == "sigmoid" else None,
     )
+    if cfg.sft_coef:
+        from dataclasses import replace
+
+        from alignkit.losses.preference import chosen_nll
+
+        out = replace(out, loss=out.loss + cfg.sft_coef * chosen_nll(logps[:, 0], batch.chosen_tokens))
+    return out
 
 
 # ------------------------------------------------------------------------------------ evaluation
