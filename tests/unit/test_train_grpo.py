@@ -84,6 +84,42 @@ def test_lora_is_merged_for_sampling_and_restored_exactly(tiny):
         assert torch.equal(p, before[n]), n  # and the base weights came back bit for bit
 
 
+def test_bf16_sampling_matches_a_bf16_model_and_restores_the_fp32_weights(tiny):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    from alignkit.models.tiny import tiny_model
+
+    model = get_peft_model(tiny_model(len(tiny[1]), seed=5), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    tok = tiny[1]
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    storage = {n: p.data_ptr() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    out = GroupSampler(model, tok, dtype=torch.bfloat16).generate(CHATS[:2], SamplingParams(max_tokens=10))
+    reference = copy.deepcopy(model).merge_and_unload().to(torch.bfloat16)  # what bf16 sampling should equal
+    for chat, group in zip(CHATS[:2], out):
+        ids = tok(tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True), add_special_tokens=False,
+                  return_tensors="pt").input_ids
+        ref = reference.generate(ids, max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert group[0].meta["token_ids"] == ref[0, ids.shape[1]:].tolist()
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.float32 and p.data_ptr() == storage[n] and torch.equal(p, before[n]), n
+
+
+def test_sampling_dtype_follows_the_training_autocast():
+    from contextlib import nullcontext
+
+    from alignkit.train.rollout import sampling_dtype
+
+    assert sampling_dtype("auto", lambda: torch.autocast("cpu", dtype=torch.bfloat16)) is torch.bfloat16
+    assert sampling_dtype("auto", nullcontext) is None
+    assert sampling_dtype("float32", lambda: torch.autocast("cpu", dtype=torch.bfloat16)) is torch.float32
+
+
 def test_group_sampler_samples_are_seeded_and_stop_at_eos(tiny):
     model, tok = tiny
     sampler = GroupSampler(model, tok, batch_size=4)

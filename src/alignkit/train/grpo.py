@@ -177,7 +177,7 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     from alignkit.train.monitors import RewardHackingMonitor
     from alignkit.train.rl_common import (eval_during_run, evaluate_policy, finish_run, prepare_prompts,
                                           reference_scorer, score_rollouts, start_run_dir)
-    from alignkit.train.rollout import collect_rollouts, make_sampler
+    from alignkit.train.rollout import collect_rollouts, make_sampler, sampling_dtype
 
     rt = make_runtime(cfg.run, cfg.model.device)
     seed_everything(cfg.run.seed)
@@ -199,7 +199,8 @@ def train(cfg: GRPOConfig) -> dict[str, Any]:
     scheduler = make_scheduler(optimizer, total_steps * cfg.iterations_per_batch, cfg.optim)
     module, optimizer = rt.accelerator.prepare(module, optimizer)
     raw = rt.accelerator.unwrap_model(module)
-    sampler = make_sampler(cfg.rollout.backend, raw.model, tokenizer, cfg.rollout.batch_size)
+    sampler = make_sampler(cfg.rollout.backend, raw.model, tokenizer, cfg.rollout.batch_size,
+                           sampling_dtype(cfg.rollout.dtype, rt.autocast))
     reference = reference_scorer(raw.model, cfg.logprob_chunk_tokens) if cfg.kl_coef > 0 or cfg.monitor_kl else None
     monitor = RewardHackingMonitor(cfg.monitor)
     start_step, summary = 0, {"before": {}, "samples_before": []}

@@ -22,7 +22,8 @@ from typing import Any, Iterator, Literal, Sequence
 
 from alignkit.generate.base import Chat, Completion, SamplingParams
 
-__all__ = ["RolloutSettings", "Rollout", "GroupSampler", "collect_rollouts", "make_sampler", "merged_adapters", "eos_ids"]
+__all__ = ["RolloutSettings", "Rollout", "GroupSampler", "collect_rollouts", "make_sampler", "merged_adapters",
+           "cast_weights", "sampling_dtype", "eos_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class RolloutSettings:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1.0 = off)"})
     backend: Literal["group", "local"] = field(default="group", metadata={"help": "group: shared-prefill sampler returning exact token ids; local: LocalGenerator (transformers generate)"})
     batch_size: int = field(default=64, metadata={"help": "completions sampled together (rows in the KV cache)"})
+    dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={"help": "weights and KV cache while sampling (group backend): auto = bfloat16 when training runs in bf16 (run.precision), else the model's own dtype"})
     question_template: str = field(default="{question}", metadata={"help": "user turn for {question, answer} rows (GSM8K)"})
     eval_prompts: int | None = field(default=32, metadata={"help": "held-out prompts scored (greedy) before, during and after training (null = all)"})
     eval_max_new_tokens: int | None = field(default=None, metadata={"help": "completion length for held-out scoring (null = max_new_tokens)"})
@@ -118,6 +120,40 @@ def merged_adapters(model: Any) -> Iterator[Any]:
     finally:
         for base, original in saved:
             base.weight.data = original
+
+
+@contextlib.contextmanager
+def cast_weights(model: Any, dtype: Any) -> Iterator[Any]:
+    """Run `model` with its floating-point parameters as `dtype` copies, then put the original tensors back.
+
+    Decoding a small model on CPU is bound by reading the weights and the KV cache for every token; bf16
+    halves those bytes and uses the CPU's bf16 matrix units (AMX), where autocast would instead re-cast
+    every fp32 weight at every decoded token. Buffers (e.g. rotary frequencies) keep their dtype. Like
+    `merged_adapters`, the original tensor objects come back, so training never sees rounded weights.
+    """
+    import torch
+
+    saved = []
+    try:
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dtype.is_floating_point and param.dtype != dtype:
+                    saved.append((param, param.data))
+                    param.data = param.data.to(dtype)
+        yield model
+    finally:
+        for param, original in saved:
+            param.data = original
+
+
+def sampling_dtype(setting: str, autocast: Any) -> Any:
+    """The dtype rollouts sample in: `rollout.dtype`, or for auto the training autocast's dtype (None = as loaded)."""
+    import torch
+
+    if setting != "auto":
+        return getattr(torch, setting)
+    ctx = autocast()
+    return ctx.fast_dtype if isinstance(ctx, torch.autocast) else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -232,8 +268,10 @@ def sample_groups(model: Any, prompts: Sequence[Sequence[int]], *, n: int, max_n
 class GroupSampler:
     """A `Generator` for RL rollouts over a local (optionally LoRA) model: shared prefill, early exit."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "group-sampler", batch_size: int = 32) -> None:
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "group-sampler", batch_size: int = 32,
+                 dtype: Any = None) -> None:
         self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+        self.dtype = dtype  # sample with the weights cast to this dtype (None: as loaded), see `cast_weights`
         self.tokens_per_s = 0.0
 
     def generate(self, chats: Sequence[Chat], params: SamplingParams = SamplingParams()) -> list[list[Completion]]:
@@ -259,7 +297,8 @@ class GroupSampler:
         results: list[list[Completion]] = []
         started, produced = time.perf_counter(), 0
         try:
-            with torch.inference_mode(), merged_adapters(model) as merged:
+            cast = cast_weights if self.dtype is not None else (lambda m, _dtype: contextlib.nullcontext(m))
+            with torch.inference_mode(), merged_adapters(model) as merged, cast(merged, self.dtype) as merged:
                 for s in range(0, len(prompts), per_chunk):
                     chunk = prompts[s : s + per_chunk]
                     t0 = time.perf_counter()
@@ -310,10 +349,10 @@ def collect_rollouts(generator: Any, tokenizer: Any, chats: Sequence[Chat], prom
     return out
 
 
-def make_sampler(backend: str, model: Any, tokenizer: Any, batch_size: int) -> Any:
-    """The rollout `Generator`: the shared-prefill GroupSampler, or the generic LocalGenerator."""
+def make_sampler(backend: str, model: Any, tokenizer: Any, batch_size: int, dtype: Any = None) -> Any:
+    """The rollout `Generator`: the shared-prefill GroupSampler (sampling in `dtype`), or the generic LocalGenerator."""
     if backend == "group":
-        return GroupSampler(model, tokenizer, batch_size=batch_size)
+        return GroupSampler(model, tokenizer, batch_size=batch_size, dtype=dtype)
     from alignkit.generate.local import LocalGenerator
 
     return LocalGenerator(model, tokenizer, batch_size=batch_size)
