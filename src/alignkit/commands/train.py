@@ -22,6 +22,9 @@ examples:
   alignkit train dpo --config recipes/quickstart-dpo.yaml
   alignkit train dpo --config recipes/quickstart-dpo.yaml loss=ipo beta=0.5 run.output_dir=runs/ipo
   alignkit train sft --config recipes/sft-tiny.yaml model.lora.rank=8
+  alignkit train rm --config recipes/rm-quickstart.yaml
+  alignkit train ppo --config recipes/ppo-gsm8k.yaml
+  alignkit train grpo --config recipes/grpo-gsm8k.yaml baseline=rloo scale_rewards=none
 
 Overrides are dotted key=value pairs applied after the YAML; values are parsed as YAML (3, 0.1, true,
 null, [a, b]). An unknown key is an error that suggests the closest valid one; `alignkit config dpo`
@@ -73,7 +76,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
-    train = sub.add_parser("train", help="train a model (sft, dpo)", description="Train a model with a recipe.",
+    train = sub.add_parser("train", help="train a model (sft, dpo, rm, ppo, grpo)", description="Train a model with a recipe.",
                            epilog=TRAIN_EPILOG, formatter_class=fmt)
     train.add_argument("method", choices=sorted(TRAINERS), help="training method")
     train.add_argument("--config", "-c", help="YAML recipe (defaults apply to keys it leaves out)")
