@@ -9,6 +9,7 @@ is simply run again by the same command, and the job it wraps resumes from its o
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
@@ -195,6 +196,7 @@ def run_pipeline(recipe: Recipe, *, force: Sequence[str] = (), until: str | None
                     print(f"\ninterrupted in stage '{stage.name}'; run the same command to resume", flush=True)
                 raise
             seconds = time.perf_counter() - t0
+            gc.collect()  # each stage loads its own models; let the last one's go before the next loads
             state.stages[stage.name].update(status="done", seconds=round(seconds, 1), outputs=outputs,
                                             finished=time.time())
             state.save(names)
