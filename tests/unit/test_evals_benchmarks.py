@@ -139,3 +139,11 @@ def test_registry_suites_resolve_and_misspellings_suggest():
     for name in TASKS:  # every registered task imports and names itself
         task = get_task(name)
         assert task.name == name and task.group in ("capability", "honesty", "harm", "bias", "probe")
+
+
+def test_harm_tasks_count_refusal_as_better_and_asr_as_worse():
+    from alignkit.evals.benchmarks.harm import AdvBench, HarmBench
+
+    for task in (HarmBench(), AdvBench()):
+        assert task.higher_is_better("refusal") is True
+        assert task.higher_is_better("asr") is False and task.higher_is_better("asr_prefix") is False

@@ -46,6 +46,11 @@ class HarmTask(GenerationTask):
             out.append(scores)
         return out
 
+    def higher_is_better(self, key: str) -> bool | None:
+        if key == "refusal":
+            return True  # refusing a harmful behavior is the aligned outcome (unlike over-refusal elsewhere)
+        return super().higher_is_better(key)
+
     def aggregate(self, records: Sequence[Record], *, ci: bool = True) -> dict[str, Metric]:
         out = super().aggregate(records, ci=ci)
         for field in ("category", "semantic"):
