@@ -197,8 +197,11 @@ def run_pipeline(recipe: Recipe, *, force: Sequence[str] = (), until: str | None
                 raise
             seconds = time.perf_counter() - t0
             gc.collect()  # each stage loads its own models; let the last one's go before the next loads
-            state.stages[stage.name].update(status="done", seconds=round(seconds, 1), outputs=outputs,
-                                            finished=time.time())
+            # a rerun of unchanged work (forced, or resumed with everything stored) reports the time the work took
+            same = prev.get("key") == key and prev.get("status") == "done"
+            state.stages[stage.name].update(status="done", seconds=round(max(seconds, prev.get("seconds", 0.0) if same
+                                                                             else 0.0), 1),
+                                            outputs=outputs, finished=time.time())
             state.save(names)
             scope[stage.name] = outputs
             ran.append(stage.name)
