@@ -15,7 +15,6 @@ import json
 import os
 import types
 import typing
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path, PurePath
@@ -361,18 +360,9 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML atomically (temp file in the same directory, then os.replace)."""
     path = Path(path)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # not mkstemp: keep umask perms
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from alignkit.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False, allow_unicode=True))
 
 
 def describe(cls: type) -> str:

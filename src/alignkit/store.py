@@ -15,7 +15,6 @@ import math
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -219,16 +218,9 @@ class ResultStore:
 
 def write_json_atomic(data: Any, path: str | Path) -> Path:
     """Write JSON via a temp file in the same directory, then rename (readers never see a half file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    from alignkit.fileio import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default, ensure_ascii=False))
 
 
 def records_by_item(records: Sequence[Record]) -> dict[str, Record]:

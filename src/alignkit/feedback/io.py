@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from alignkit.errors import ConfigError, DataError
+from alignkit.fileio import atomic_write_text
 
 __all__ = ["atomic_write_text", "atomic_write_jsonl", "atomic_write_json", "Journal", "fingerprint",
            "benchmarks_dir", "resolve_prompt_source", "progress_bar", "PROMPT_ALIASES"]
@@ -26,23 +26,6 @@ PROMPT_ALIASES = {
     "harmbench": "harmbench/data/behavior_datasets/harmbench_behaviors_text_all.csv",
     "xstest": "xstest/xstest_prompts.csv",
 }
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write via a temp file in the same directory, fsync, then os.replace (readers never see a partial file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[Mapping[str, Any]]) -> Path:

@@ -4,6 +4,7 @@ and an HTML section put on top of the full eval report."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -94,10 +95,10 @@ def redteam_rows(store: "ResultStore", before: str, after: str, split: str | Non
     """Red-team ASR (judge's harm rubric) and compliance on the held-out behaviors, paired by attack case."""
     from alignkit.safety.redteam.export import compare_runs
 
-    result = compare_runs(store, before, after, split=split)
-    overall = next(r for r in result["rows"] if r["group"] == "all")
     from alignkit.evals.metrics import wilson
 
+    result = compare_runs(store, before, after, split=split)
+    overall = next(r for r in result["rows"] if r["group"] == "all")
     n = overall["n"]
     where = " (held-out behaviors)" if split else ""
     asr = HeadlineRow("redteam.asr", f"Red team: attack success rate{where}", overall["before"], *overall["before_ci"],
@@ -208,8 +209,6 @@ def write_pipeline_report(params: Mapping[str, Any], ctx: "StageContext") -> dic
     state = ctx.dir.parent / ".pipeline" / "stages.json"
     stages = []
     if state.is_file():
-        import json
-
         stages = [s for s in json.loads(state.read_text()).get("stages", []) if s.get("name") != ctx.name]
     gates = check_gates(ctx.gates, rows)
     section = headline_html(title, rows, gates, stages)
@@ -225,8 +224,6 @@ def write_pipeline_report(params: Mapping[str, Any], ctx: "StageContext") -> dic
 
 
 def rows_from_json(path: str | Path) -> list[HeadlineRow]:
-    import json
-
     data = json.loads(Path(path).read_text())
     out = []
     for d in data["rows"]:

@@ -89,6 +89,11 @@ def _outputs_exist(outputs: dict[str, Any], root: Path) -> bool:
     return True
 
 
+def _is_cached(prev: dict[str, Any], key: str, root: Path) -> bool:
+    """The last run of this stage finished with the same key and its output files are still there."""
+    return prev.get("status") == "done" and prev.get("key") == key and _outputs_exist(prev.get("outputs", {}), root)
+
+
 class _State:
     def __init__(self, root: Path) -> None:
         self.path = root / ".pipeline" / "stages.json"
@@ -128,7 +133,7 @@ def describe_plan(recipe: Recipe) -> str:
             lines.append(f"  [{i}] {stage.name:<16} {stage.kind:<15} {status}")
             continue
         prev = state.stages.get(stage.name, {})
-        cached = prev.get("status") == "done" and prev.get("key") == key and _outputs_exist(prev.get("outputs", {}), root)
+        cached = _is_cached(prev, key, root)
         if cached:
             scope[stage.name] = prev["outputs"]
         keys[stage.name] = key
@@ -163,8 +168,7 @@ def run_pipeline(recipe: Recipe, *, force: Sequence[str] = (), until: str | None
         keys[stage.name] = key
         prev = state.stages.get(stage.name, {})
         recompute = "all" in force or stage.name in force or any(n in ran for n in referenced_stages(stage.params))
-        if (not recompute and prev.get("status") == "done" and prev.get("key") == key
-                and _outputs_exist(prev.get("outputs", {}), root)):
+        if not recompute and _is_cached(prev, key, root):
             scope[stage.name] = prev["outputs"]
             cached.append(stage.name)
             print(f"\n[{i}/{len(names)}] {stage.name} ({stage.kind}): cached (inputs and settings unchanged; "

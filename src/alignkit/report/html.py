@@ -97,20 +97,9 @@ def render_report(store: "ResultStore", run_refs: Sequence[str]) -> str:
 
 def build_report(store: "ResultStore", run_refs: Sequence[str], out: str | Path) -> Path:
     """Write the report atomically and return its path."""
-    import os
-    import uuid
+    from alignkit.fileio import atomic_write_text
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(store, run_refs)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write_text(out, render_report(store, run_refs))
 
 
 def _comparisons(store: "ResultStore", ids: Sequence[str]) -> dict[str, list["Comparison"]]:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from alignkit.errors import AlignkitError, ConfigError
+from alignkit.fileio import atomic_write_text
 from alignkit.losses.logprobs import token_logprobs
 from alignkit.models.load import decoder_and_head
 from alignkit.train.settings import OptimSettings, RunSettings
@@ -162,14 +163,6 @@ def step_batches(num_items: int, items_per_step: int, seed: int, start_step: int
         for k in range(within, per_epoch):
             yield order[k * items_per_step : (k + 1) * items_per_step]
             step += 1
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 class Checkpointer:
