@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from alignkit.losses.logprobs import reference_token_logprobs, token_logprobs
@@ -7,16 +8,18 @@ def _dense(h, w, y):
     return (h @ w.T).float().log_softmax(-1).gather(1, y[:, None]).squeeze(1)
 
 
-def test_matches_dense_log_softmax_and_its_gradients():
+@pytest.mark.parametrize("rows,chunk", [(37, 8), (150, 1024), (150, 100)])
+def test_matches_dense_log_softmax_and_its_gradients(rows, chunk):
+    """Chunks smaller than, spanning and not aligned with the inner SUB_ROWS blocks all give the dense result."""
     torch.manual_seed(0)
-    h = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(rows, 16, dtype=torch.float64, requires_grad=True)
     w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 50, (37,))
-    g = torch.randn(37, dtype=torch.float64)
+    y = torch.randint(0, 50, (rows,))
+    g = torch.randn(rows, dtype=torch.float64)
 
     ref = _dense(h, w, y).double()
     (gh_ref, gw_ref) = torch.autograd.grad((ref * g).sum(), (h, w))
-    out = token_logprobs(h, w, y, chunk_size=8)  # 37 rows -> 5 chunks, the last one partial
+    out = token_logprobs(h, w, y, chunk_size=chunk)
     (gh, gw) = torch.autograd.grad((out.double() * g).sum(), (h, w))
 
     torch.testing.assert_close(out.double(), ref, atol=1e-6, rtol=1e-6)

@@ -1,0 +1,96 @@
+"""alignkit_sdpa: the CPU attention the trainers use gives transformers' sdpa results and saves as plain sdpa."""
+
+import pytest
+import torch
+
+from alignkit.data.batch import block_causal_mask
+from alignkit.models.attention import ATTENTION_NAME, use_fast_cpu_attention
+from alignkit.models.tiny import tiny_model, tiny_model_and_tokenizer
+
+
+def _pair(seed: int = 0):
+    """Two models with the same weights (GQA: 4 query heads, 2 key/value heads), one switched to alignkit_sdpa."""
+    a, b = tiny_model(300, seed=seed), tiny_model(300, seed=seed)
+    assert use_fast_cpu_attention(b) and b.config._attn_implementation == ATTENTION_NAME
+    return a, b
+
+
+def _packed_inputs():
+    """Two rows, each two segments, one padded; the mask is the 4-D block-causal one the DPO batches carry."""
+    torch.manual_seed(0)
+    ids = torch.randint(3, 300, (2, 12))
+    segment = [torch.tensor([0] * 5 + [1] * 7), torch.tensor([0] * 8 + [-1] * 4)]
+    mask = torch.cat([block_causal_mask(s) for s in segment])
+    pos = torch.stack([torch.cat([torch.arange(5), torch.arange(7)]), torch.cat([torch.arange(8), torch.zeros(4).long()])])
+    return ids, pos, mask
+
+
+def test_fp32_results_are_identical_to_sdpa_with_packed_masks_and_padding():
+    a, b = _pair()
+    ids, pos, mask = _packed_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(b(ids, position_ids=pos, attention_mask=mask).logits,
+                                   a(ids, position_ids=pos, attention_mask=mask).logits, rtol=0, atol=0)
+        padded = torch.ones(2, 12, dtype=torch.long)
+        padded[1, :4] = 0  # left padding, transformers builds the mask
+        torch.testing.assert_close(b(ids, attention_mask=padded).logits[:, 4:], a(ids, attention_mask=padded).logits[:, 4:],
+                                   rtol=0, atol=0)
+
+
+def test_gradients_match_sdpa_and_bf16_autocast_runs_attention_in_fp32(monkeypatch):
+    a, b = _pair()
+    ids, pos, mask = _packed_inputs()
+    for m in (a, b):
+        m(ids, position_ids=pos, attention_mask=mask).logits.float().pow(2).mean().backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q.dtype, k.dtype, v.dtype, k.shape[1] < q.shape[1], kw.get("enable_gqa")))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = b(ids, position_ids=pos, attention_mask=mask).logits.float()
+    with torch.no_grad():
+        exact = b(ids, position_ids=pos, attention_mask=mask).logits
+    # both layers: fp32 inputs under bf16 autocast, key/value heads not repeated (grouped-query attention in the kernel)
+    assert seen[:2] == [(torch.float32, torch.float32, torch.float32, True, True)] * 2
+    torch.testing.assert_close(low.detach(), exact, rtol=0.05, atol=0.05)
+
+
+def test_generation_decodes_like_sdpa():
+    a, b = _pair(seed=3)
+    prompt = torch.randint(3, 300, (1, 7))
+    ga = a.generate(prompt, max_new_tokens=6, do_sample=False)
+    gb = b.generate(prompt, max_new_tokens=6, do_sample=False)
+    assert torch.equal(ga, gb)
+
+
+def test_saved_model_loads_with_plain_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = tiny_model_and_tokenizer()
+    use_fast_cpu_attention(model)
+    model.save_pretrained(tmp_path)
+    assert "alignkit" not in (tmp_path / "config.json").read_text()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config._attn_implementation == "sdpa"
+
+
+def test_only_sdpa_models_are_switched():
+    model = tiny_model(300)
+    model.set_attn_implementation("eager")
+    assert not use_fast_cpu_attention(model)
+    assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("device_type", ["cpu"])
+def test_load_model_switches_cpu_models(device_type):
+    from alignkit.models.load import ModelConfig, load_model
+
+    loaded = load_model(ModelConfig(name="tiny-random-llama", device=device_type))
+    assert loaded.model.config._attn_implementation == ATTENTION_NAME
