@@ -94,3 +94,39 @@ def test_load_model_switches_cpu_models(device_type):
 
     loaded = load_model(ModelConfig(name="tiny-random-llama", device=device_type))
     assert loaded.model.config._attn_implementation == ATTENTION_NAME
+
+
+def test_per_segment_attention_equals_block_masked_attention_over_the_row():
+    """Spans passed as alignkit_segments: same outputs and gradients as one attention over the row under the
+    block-causal mask, without any attention across spans (and a trailing padding span)."""
+    from alignkit.data.batch import pack_conversations
+    from alignkit.data.template import TokenizedConversation
+    from alignkit.models.attention import SEGMENTS_KWARG
+
+    model = tiny_model(300, seed=4)
+    use_fast_cpu_attention(model)
+    torch.manual_seed(0)
+    examples = [TokenizedConversation(input_ids=torch.randint(3, 300, (n,)).tolist(), loss_mask=[True] * n, source="test")
+                for n in (5, 9, 3)]
+    batch = pack_conversations(examples)
+    assert batch.segments == ((0, 5), (5, 14), (14, 17))
+    outs, grads = [], []
+    for extra in ({}, {SEGMENTS_KWARG: batch.segments}):
+        model.zero_grad()
+        out = model(batch.input_ids, position_ids=batch.position_ids, attention_mask=batch.attention_mask, **extra).logits
+        out.pow(2).mean().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("segments", [((0, 5), (6, 17)), ((0, 5), (5, 16)), ((0, 5), (5, 5), (5, 17))])
+def test_spans_that_do_not_tile_the_row_are_an_error(segments):
+    from alignkit.models.attention import SEGMENTS_KWARG
+
+    model = tiny_model(300)
+    use_fast_cpu_attention(model)
+    with pytest.raises(ValueError, match="must tile one row of 17 tokens"):
+        model(torch.randint(3, 300, (1, 17)), **{SEGMENTS_KWARG: segments})

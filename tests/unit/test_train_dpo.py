@@ -118,10 +118,10 @@ def test_bad_data_stops_before_any_output(tmp_path):
     assert not (tmp_path / "never-written").exists()
 
 
-@pytest.mark.parametrize("row_tokens", [None, 1, 300])
-def test_packed_pair_log_probs_equal_two_plain_forwards(row_tokens):
-    """[prompt | chosen | rejected] rows (one row, a row per pair, padded rows of several pairs) give the same
-    sequence log-probs as two plain forwards."""
+@pytest.mark.parametrize("row_tokens,per_pair_attention", [(None, False), (1, False), (300, False), (None, True)])
+def test_packed_pair_log_probs_equal_two_plain_forwards(row_tokens, per_pair_attention):
+    """[prompt | chosen | rejected] rows (one row, a row per pair, padded rows of several pairs; one unpadded row
+    with attention run pair by pair) give the same sequence log-probs as two plain forwards."""
     from alignkit.data.batch import pack_pairs
     from alignkit.data.load import load_preferences
     from alignkit.data.template import tokenize_pairs
@@ -129,14 +129,21 @@ def test_packed_pair_log_probs_equal_two_plain_forwards(row_tokens):
     from alignkit.train.dpo import _pair_logps
     from alignkit.train.loop import TokenLogprobs
 
+    from alignkit.models.attention import use_fast_cpu_attention
+
     model, tok = tiny_model_and_tokenizer(seed=5)
     model.eval()
+    if per_pair_attention:
+        use_fast_cpu_attention(model)
     records = load_preferences(resolve_data("builtin:quickstart"), limit=3).records
     pairs, _ = tokenize_pairs(tok, records, max_tokens=1024, max_prompt_tokens=512)
     with torch.no_grad():
         batch = pack_pairs(pairs, [0, 1, 2], row_tokens)
         assert batch.input_ids.shape[0] == {None: 1, 1: 3}.get(row_tokens, batch.input_ids.shape[0])
-        packed = _pair_logps(TokenLogprobs(model, chunk_tokens=7), batch)
+        module = TokenLogprobs(model, chunk_tokens=7)
+        assert module.per_segment_attention == per_pair_attention
+        assert (batch.segments is not None) == (row_tokens is None)
+        packed = _pair_logps(module, batch)
         for i, p in enumerate(pairs):
             for j, reply in enumerate((p.chosen_ids, p.rejected_ids)):
                 ids = torch.tensor([p.prompt_ids + reply])

@@ -76,6 +76,10 @@ def test_packed_pair_layout_shares_the_prompt_and_hides_chosen_from_rejected():
     assert b.pred_index[:3].tolist() == [2, 3, 2] and b.targets[:3].tolist() == [20, 21, 30]
     assert b.owner.tolist() == [0, 0, 1, 2, 2, 3] and b.logical_tokens == 2 * (3 + 2 + 3 + 1)
     assert b.index.tolist() == [5, 9]
+    assert b.segments == ((0, 6), (6, 12))  # one row: each pair's span, for attention run pair by pair
+    padded = pack_pairs([pair, pair], [5, 9], pad_to_multiple_of=16)
+    assert padded.input_ids.shape == (1, 16) and padded.segments == ((0, 6), (6, 12), (12, 16))  # padding: own span
+    assert pack_pairs([pair, pair], [5, 9], row_tokens=6).segments is None  # two rows: no spans
 
 
 def test_pairs_split_into_padded_rows_by_token_budget():

@@ -11,7 +11,7 @@ Targets are gathered as (predicting position, token) lists, so the LM head runs 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from alignkit.data.template import TokenizedConversation, TokenizedPair
 
 __all__ = ["PackedBatch", "PairBatch", "pack_conversations", "pack_pairs", "block_causal_mask"]
+
+# [start, end) spans that tile a single packed row, no attention crossing them: lets attention run per span
+# (sum of span^2 work) instead of over the whole row under a block mask (row^2 work). See alignkit.models.attention.
+Segments = Optional[Tuple[Tuple[int, int], ...]]
 
 
 @dataclass
@@ -31,6 +35,7 @@ class PackedBatch:
     pred_index: "Tensor"  # (N,) row position whose hidden state predicts the target
     targets: "Tensor"  # (N,)
     num_examples: int
+    segments: Segments = None  # [start, end) of each example in the row: attention can run per example
 
     @property
     def num_tokens(self) -> int:
@@ -38,7 +43,7 @@ class PackedBatch:
 
     def to(self, device: str) -> "PackedBatch":
         return PackedBatch(*(t.to(device) for t in (self.input_ids, self.position_ids, self.attention_mask,
-                                                     self.pred_index, self.targets)), self.num_examples)
+                                                     self.pred_index, self.targets)), self.num_examples, self.segments)
 
 
 @dataclass
@@ -56,6 +61,7 @@ class PairBatch:
     margin: "Tensor | None"  # (B,)
     index: "Tensor"  # (B,) dataset indices, keys for cached reference log-probs
     logical_tokens: int  # tokens a padded chosen/rejected layout would hold: sum of 2*prompt + chosen + rejected
+    segments: Segments = None  # one row only: [start, end) of each pair (and of trailing padding) in it
 
     @property
     def num_pairs(self) -> int:
@@ -98,8 +104,19 @@ def pack_conversations(examples: Sequence["TokenizedConversation"]) -> PackedBat
     return PackedBatch(
         input_ids=torch.tensor([ids]), position_ids=torch.tensor([pos]), attention_mask=block_causal_mask(segment),
         pred_index=torch.tensor(pred, dtype=torch.long), targets=torch.tensor(tgt, dtype=torch.long),
-        num_examples=len(examples),
+        num_examples=len(examples), segments=_spans([len(ex.input_ids) for ex in examples], offset),
     )
+
+
+def _spans(sizes: Sequence[int], width: int) -> tuple[tuple[int, int], ...]:
+    """Consecutive [start, end) spans of `sizes`, plus the padding up to `width` as a span of its own."""
+    out, start = [], 0
+    for n in sizes:
+        out.append((start, start + n))
+        start += n
+    if start < width:
+        out.append((start, width))
+    return tuple(out)
 
 
 def _pair_rows(sizes: Sequence[int], row_tokens: int | None) -> list[list[int]]:
@@ -121,6 +138,7 @@ def pack_pairs(pairs: Sequence["TokenizedPair"], indices: Sequence[int], row_tok
     """Pack preference pairs as [prompt | chosen | rejected] segments, several pairs per row.
 
     Rows hold up to `row_tokens` tokens (None: all pairs in one row) and are right-padded to the longest row.
+    With one row the batch also carries each pair's span (`segments`), so attention can run pair by pair.
     Attention under an explicit mask costs row_length^2 whatever the mask hides, so short rows beat one long
     packed row; padding costs matmul work, so rows are filled rather than one pair each. `pred_index` indexes
     the flattened (rows x length) hidden states. Padding tokens form their own segment: nothing real sees them.
@@ -182,4 +200,5 @@ def pack_pairs(pairs: Sequence["TokenizedPair"], indices: Sequence[int], row_tok
         rejected_tokens=torch.tensor([float(len(p.rejected_ids)) for p in pairs]),
         margin=None if all(m is None for m in margins) else torch.tensor([m or 0.0 for m in margins]),
         index=torch.tensor(list(indices), dtype=torch.long), logical_tokens=logical,
+        segments=_spans([sizes[i] for i in groups[0]], width) if len(groups) == 1 else None,
     )

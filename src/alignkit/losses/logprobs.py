@@ -59,14 +59,18 @@ class _ChunkedTokenLogprobs(torch.autograd.Function):
             logits = hc @ w.T  # recomputed: cheaper than keeping (N, V) alive between forward and backward
             for a in range(0, logits.shape[0], SUB_ROWS):
                 block, rows = logits[a : a + SUB_ROWS], slice(s + a, s + a + min(SUB_ROWS, logits.shape[0] - a))
-                # d logp / d logits = onehot(y) - softmax(logits), times the incoming gradient; written over the logits
-                grad = torch.exp(block.to(acc) - lse[rows, None])
-                grad.scatter_add_(1, targets[rows, None], torch.full_like(grad[:, :1], -1.0))
-                block.copy_(grad.mul_(-grad_out[rows, None].to(acc)))
+                y = targets[rows, None]
+                # d logp / d logits = onehot(y) - softmax(logits) =: -q, written over the logits. softmax() is one
+                # fused pass (fp32 inside, matmul dtype out); the target column is recomputed in fp32 from the
+                # forward's normalizer, so 1 - p_y keeps its relative precision for confident tokens.
+                p_y = torch.exp(block.gather(1, y).to(acc) - lse[rows, None])
+                block.copy_(torch.softmax(block, -1).scatter_(1, y, (p_y - 1).to(block.dtype)))
+            # the incoming per-token gradient scales rows: applied on the (c, D) side, not to the (c, V) block
+            g = grad_out[s : s + ctx.chunk].to(acc)[:, None]
             if need_h:
-                grad_h[s : s + ctx.chunk] = logits @ w
+                grad_h[s : s + ctx.chunk] = (logits @ w).to(acc) * -g
             if need_w:
-                part = logits.T @ hc  # (V, D)
+                part = logits.T @ (hc.to(acc) * -g).to(hc.dtype)  # (V, D)
                 grad_w = part.to(acc) if grad_w is None else grad_w.add_(part)
         if need_w and grad_w is None:  # no rows
             grad_w = torch.zeros(w.shape, dtype=acc, device=w.device)

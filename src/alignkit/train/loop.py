@@ -37,18 +37,26 @@ class TokenLogprobs(nn.Module):
     """Causal LM -> log-probs of chosen target tokens, computing the LM head only where scored.
 
     A module (not a function) so DDP/accelerate see a normal forward and synchronize gradients.
+    `per_segment_attention` is true when the model runs alignkit's CPU attention: a single packed row then needs no
+    padding and its attention runs span by span (`segments`), so trainers pack one unpadded row per micro-batch.
     """
 
     def __init__(self, model: nn.Module, chunk_tokens: int = 1024) -> None:
+        from alignkit.models.attention import uses_fast_cpu_attention
+
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
+        self.per_segment_attention = uses_fast_cpu_attention(model)
 
     def forward(self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor, pred_index: Tensor,
-                targets: Tensor) -> Tensor:
+                targets: Tensor, segments: tuple[tuple[int, int], ...] | None = None) -> Tensor:
+        from alignkit.models.attention import SEGMENTS_KWARG
+
         decoder, head = decoder_and_head(self.model)
+        extra = {SEGMENTS_KWARG: segments} if segments is not None and self.per_segment_attention else {}
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                         use_cache=False).last_hidden_state  # (R, T, D)
+                         use_cache=False, **extra).last_hidden_state  # (R, T, D)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_index)  # (N, D); indices are flattened
         return token_logprobs(picked, head.weight, targets, chunk_size=self.chunk_tokens, bias=head.bias)
 

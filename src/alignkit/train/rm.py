@@ -184,7 +184,7 @@ def evaluate(cfg: RMConfig, rt: Any, module: Any, pairs: list[Any]) -> dict[str,
     was_training = module.training
     module.eval()
     chosen, rejected = [], []
-    with torch.inference_mode(), rt.autocast():
+    with torch.no_grad(), rt.autocast():  # not inference_mode: autocast caches weight casts only outside it
         for batch in _micro_batches(pairs, list(range(len(pairs))), cfg.pairs_per_micro_batch):
             c, r = _scores(module, batch.to(rt.device))
             chosen.append(c.float().cpu())

@@ -96,10 +96,11 @@ def evaluate(cfg: SFTConfig, rt: Any, module: Any, examples: list[Any]) -> dict[
     was_training = module.training
     module.eval()
     nll, count = 0.0, 0
-    with torch.inference_mode(), rt.autocast():
+    with torch.no_grad(), rt.autocast():  # not inference_mode: autocast caches weight casts only outside it
         for batch in micro_batches(examples, list(range(len(examples))), cfg.tokens_per_micro_batch):
             batch = batch.to(rt.device)
-            logps = module(batch.input_ids, batch.position_ids, batch.attention_mask, batch.pred_index, batch.targets)
+            logps = module(batch.input_ids, batch.position_ids, batch.attention_mask, batch.pred_index, batch.targets,
+                           batch.segments)
             nll -= logps.float().sum().item()
             count += int(batch.targets.numel())
     module.train(was_training)
@@ -165,7 +166,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
             sync = rt.accelerator.no_sync(module) if k < len(micro) - 1 else torch.enable_grad()
             with sync, rt.autocast():
                 logps = module(batch.input_ids, batch.position_ids, batch.attention_mask, batch.pred_index,
-                               batch.targets)
+                               batch.targets, batch.segments)
                 nll = -logps.float().sum()
                 rt.accelerator.backward(nll * rt.world_size / denominator)
             sums += torch.stack([nll.detach(), torch.tensor(float(batch.targets.numel()), device=rt.device)])
