@@ -59,13 +59,14 @@ def cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
 
         if segments is None:
             out = attend(query, key, value, attention_mask)
-        else:
+        else:  # one row: attention span by span
             _check_segments(segments, query)
             # split (backward: one cat) rather than slicing (backward: a zero-filled full-size gradient per slice)
             sizes = [b - a for a, b in segments]
             parts = zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), segments)
-            out = torch.cat([attend(q, k, v, None if attention_mask is None else attention_mask[..., a:b, a:b])
-                             for q, k, v, (a, b) in parts], dim=2)
+            # each span's (1, H, t, D) output transposed to (1, t, H, D): the cat is the layout the caller wants
+            return torch.cat([attend(q, k, v, None if attention_mask is None else attention_mask[..., a:b, a:b])
+                              .transpose(1, 2) for q, k, v, (a, b) in parts], dim=1).to(out_dtype), None
     return out.transpose(1, 2).contiguous().to(out_dtype), None
 
 

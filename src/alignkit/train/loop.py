@@ -54,7 +54,12 @@ class TokenLogprobs(nn.Module):
         from alignkit.models.attention import SEGMENTS_KWARG
 
         decoder, head = decoder_and_head(self.model)
-        extra = {SEGMENTS_KWARG: segments} if segments is not None and self.per_segment_attention else {}
+        extra = {}
+        if segments is not None and self.per_segment_attention:
+            extra[SEGMENTS_KWARG] = segments
+            if attention_mask.dtype == torch.bool:  # additive float mask once, not a bool -> float conversion per layer
+                attention_mask = torch.zeros(attention_mask.shape, device=attention_mask.device).masked_fill_(
+                    ~attention_mask, float("-inf"))
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
                          use_cache=False, **extra).last_hidden_state  # (R, T, D)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_index)  # (N, D); indices are flattened
