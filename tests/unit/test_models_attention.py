@@ -130,3 +130,24 @@ def test_spans_that_do_not_tile_the_row_are_an_error(segments):
     use_fast_cpu_attention(model)
     with pytest.raises(ValueError, match="must tile one row of 17 tokens"):
         model(torch.randint(3, 300, (1, 17)), **{SEGMENTS_KWARG: segments})
+
+
+def test_per_span_masks_replace_the_row_mask_and_must_match_the_spans():
+    from alignkit.data.batch import block_causal_mask
+    from alignkit.models.attention import SEGMENT_MASKS_KWARG, SEGMENTS_KWARG
+
+    model = tiny_model(300, seed=2)
+    use_fast_cpu_attention(model)
+    ids = torch.randint(3, 300, (1, 9))
+    spans = ((0, 4), (4, 9))
+    row_mask = block_causal_mask(torch.tensor([0] * 4 + [1] * 5))
+    span_masks = tuple(torch.ones(b - a, b - a, dtype=torch.bool).tril()[None, None] for a, b in spans)
+    pos = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4]])
+    with torch.no_grad():
+        sliced = model(ids, position_ids=pos, attention_mask=row_mask, **{SEGMENTS_KWARG: spans}).logits
+        given = model(ids, position_ids=pos, attention_mask=row_mask,
+                      **{SEGMENTS_KWARG: spans, SEGMENT_MASKS_KWARG: span_masks}).logits
+        torch.testing.assert_close(given, sliced, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="1 masks for 2 spans"):
+            model(ids, position_ids=pos, attention_mask=row_mask,
+                  **{SEGMENTS_KWARG: spans, SEGMENT_MASKS_KWARG: span_masks[:1]})

@@ -22,13 +22,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["ATTENTION_NAME", "SEGMENTS_KWARG", "cpu_attention", "use_fast_cpu_attention", "uses_fast_cpu_attention"]
+__all__ = ["ATTENTION_NAME", "SEGMENTS_KWARG", "SEGMENT_MASKS_KWARG", "cpu_attention", "use_fast_cpu_attention", "uses_fast_cpu_attention"]
 
 ATTENTION_NAME = "alignkit_sdpa"
 # keyword a caller passes through the model's forward: [start, end) spans tiling a single packed row with no
 # attention across them (packed examples / preference pairs); attention then runs span by span, sum(span^2) work
 # instead of row^2 under a block mask, and the row needs no padding.
 SEGMENTS_KWARG = "alignkit_segments"
+# optional companion: one (1, 1, t, t) mask per span (bool or additive float) used instead of slicing the row's mask
+SEGMENT_MASKS_KWARG = "alignkit_segment_masks"
 _registered = False
 
 
@@ -43,7 +45,7 @@ def cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     out_dtype = value.dtype
-    segments = kwargs.get(SEGMENTS_KWARG)
+    segments, segment_masks = kwargs.get(SEGMENTS_KWARG), kwargs.get(SEGMENT_MASKS_KWARG)
     with torch.autocast("cpu", enabled=False):
         dtypes = {query.dtype, key.dtype, value.dtype}
         if len(dtypes) > 1 or dtypes & {torch.bfloat16, torch.float16}:  # (under autocast q, k are fp32 after RoPE)
@@ -63,10 +65,15 @@ def cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
             _check_segments(segments, query)
             # split (backward: one cat) rather than slicing (backward: a zero-filled full-size gradient per slice)
             sizes = [b - a for a, b in segments]
-            parts = zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), segments)
+            if segment_masks is not None:
+                if len(segment_masks) != len(segments):
+                    raise ValueError(f"{SEGMENT_MASKS_KWARG}: {len(segment_masks)} masks for {len(segments)} spans")
+                masks = [m if m.dtype == torch.bool else m.to(query.dtype) for m in segment_masks]
+            else:
+                masks = [None if attention_mask is None else attention_mask[..., a:b, a:b] for a, b in segments]
+            parts = zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), masks)
             # each span's (1, H, t, D) output transposed to (1, t, H, D): the cat is the layout the caller wants
-            return torch.cat([attend(q, k, v, None if attention_mask is None else attention_mask[..., a:b, a:b])
-                              .transpose(1, 2) for q, k, v, (a, b) in parts], dim=1).to(out_dtype), None
+            return torch.cat([attend(q, k, v, m).transpose(1, 2) for q, k, v, m in parts], dim=1).to(out_dtype), None
     return out.transpose(1, 2).contiguous().to(out_dtype), None
 
 

@@ -51,15 +51,16 @@ class TokenLogprobs(nn.Module):
 
     def forward(self, input_ids: Tensor, position_ids: Tensor, attention_mask: Tensor, pred_index: Tensor,
                 targets: Tensor, segments: tuple[tuple[int, int], ...] | None = None) -> Tensor:
-        from alignkit.models.attention import SEGMENTS_KWARG
+        from alignkit.models.attention import SEGMENT_MASKS_KWARG, SEGMENTS_KWARG
 
         decoder, head = decoder_and_head(self.model)
-        extra = {}
+        extra: dict[str, Any] = {}
         if segments is not None and self.per_segment_attention:
             extra[SEGMENTS_KWARG] = segments
-            if attention_mask.dtype == torch.bool:  # additive float mask once, not a bool -> float conversion per layer
-                attention_mask = torch.zeros(attention_mask.shape, device=attention_mask.device).masked_fill_(
-                    ~attention_mask, float("-inf"))
+            if attention_mask.dtype == torch.bool:  # each span's additive mask once, not a conversion per layer
+                extra[SEGMENT_MASKS_KWARG] = tuple(
+                    torch.zeros((1, 1, b - a, b - a), device=attention_mask.device).masked_fill_(
+                        ~attention_mask[:1, :, a:b, a:b], float("-inf")) for a, b in segments)
         hidden = decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=attention_mask,
                          use_cache=False, **extra).last_hidden_state  # (R, T, D)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, pred_index)  # (N, D); indices are flattened
