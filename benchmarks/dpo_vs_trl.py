@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _table import print_rows
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "src" / "alignkit" / "resources" / "quickstart_train.jsonl"
 VARIANTS = ("alignkit", "alignkit_ckpt", "trl", "trl_no_ckpt")
@@ -443,7 +445,7 @@ def worker_trl(spec: dict[str, Any]) -> dict[str, Any]:
         trainer.train()
     finally:
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    t_done = mem.mark("done")
+    mem.mark("done")
     mem.stop()
     n = spec["total_steps"]
     if len(snaps) != n or len(batch_tokens) < n:
@@ -557,13 +559,7 @@ def print_table(results: dict[str, dict[str, Any]], base: str, device: str) -> N
             row += [f"{r.get('cuda_max_allocated_mb', float('nan')):.0f}", f"{r.get('mfu_train', float('nan')):.3f}",
                     f"{r.get('mfu_with_ref', float('nan')):.3f}"]
         rows.append(row)
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print()
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print()
+    print_rows(cols, rows)
 
 
 def orchestrate(opts: argparse.Namespace) -> dict[str, Any]:

@@ -58,6 +58,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _table import print_rows
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = ("alignkit", "trl_no_ckpt", "trl", "trl_bf16_weights")
 TEMPLATE = "{question}\nGive a short solution and end with: The answer is <number>."
@@ -329,13 +331,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
              f"{r['tokens_per_s'] / base:.2f}x" if base else "-",
              f"{r['tokens_per_cpu_s'] / base_cpu:.2f}x" if base_cpu else "-"]
             for name, r in results.items()]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print()
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-    print()
+    print_rows(cols, rows)
 
 
 def _median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:

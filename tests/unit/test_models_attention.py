@@ -88,11 +88,10 @@ def test_only_sdpa_models_are_switched():
     assert model.config._attn_implementation == "eager"
 
 
-@pytest.mark.parametrize("device_type", ["cpu"])
-def test_load_model_switches_cpu_models(device_type):
+def test_load_model_switches_cpu_models():
     from alignkit.models.load import ModelConfig, load_model
 
-    loaded = load_model(ModelConfig(name="tiny-random-llama", device=device_type))
+    loaded = load_model(ModelConfig(name="tiny-random-llama", device="cpu"))
     assert loaded.model.config._attn_implementation == ATTENTION_NAME
 
 

@@ -60,21 +60,21 @@ def cpu_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
                 enable_gqa=k.shape[1] != q.shape[1])
 
         if segments is None:
-            out = attend(query, key, value, attention_mask)
+            out = attend(query, key, value, attention_mask).transpose(1, 2)
         else:  # one row: attention span by span
             _check_segments(segments, query)
-            # split (backward: one cat) rather than slicing (backward: a zero-filled full-size gradient per slice)
-            sizes = [b - a for a, b in segments]
             if segment_masks is not None:
                 if len(segment_masks) != len(segments):
                     raise ValueError(f"{SEGMENT_MASKS_KWARG}: {len(segment_masks)} masks for {len(segments)} spans")
                 masks = [m if m.dtype == torch.bool else m.to(query.dtype) for m in segment_masks]
             else:
                 masks = [None if attention_mask is None else attention_mask[..., a:b, a:b] for a, b in segments]
+            # split (backward: one cat) rather than slicing (backward: a zero-filled full-size gradient per slice);
+            # each span's output is transposed to (1, t, H, D) so the cat is already the caller's layout
+            sizes = [b - a for a, b in segments]
             parts = zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2), masks)
-            # each span's (1, H, t, D) output transposed to (1, t, H, D): the cat is the layout the caller wants
-            return torch.cat([attend(q, k, v, m).transpose(1, 2) for q, k, v, m in parts], dim=1).to(out_dtype), None
-    return out.transpose(1, 2).contiguous().to(out_dtype), None
+            out = torch.cat([attend(q, k, v, m).transpose(1, 2) for q, k, v, m in parts], dim=1)
+    return out.contiguous().to(out_dtype), None
 
 
 def _check_segments(segments: Any, query: torch.Tensor) -> None:

@@ -106,33 +106,29 @@ def _progress(items: list[Any], desc: str, cfg: DPOConfig, rt: Any) -> Any:
     return tqdm(items, desc=desc, leave=False, disable=not (cfg.run.progress and rt.is_main))
 
 
-def _micro_batches(pairs: list[Any], indices: list[int], size: int, row_tokens: int | None = None,
-                   pad_to: int = 1) -> list[Any]:
+def _micro_batches(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], indices: list[int], size: int) -> list[Any]:
+    """`indices` in batches of `size` pairs, laid out for how `module` attends.
+
+    Per-pair attention (alignkit's CPU attention): one unpadded row, padded only to a multiple of 32 tokens, the token
+    dimension of every matmul (AMX bf16 tiles: measured here, the weight-gradient matmul of a 576 x 1536 layer took
+    1.19 ms for 699 tokens and 0.90 ms for 704; DPO step 2.05 -> 1.95 s). Otherwise rows of `row_tokens`, padded to a
+    multiple of 16 on CUDA (aligned masks keep the fused attention kernels).
+    """
     from alignkit.data.batch import pack_pairs
 
+    if getattr(module, "per_segment_attention", False):
+        row_tokens, pad_to = None, 32
+    else:
+        row_tokens, pad_to = cfg.row_tokens, 16 if getattr(rt.device, "type", "cpu") == "cuda" else 1
     return [pack_pairs([pairs[i] for i in indices[s : s + size]], indices[s : s + size], row_tokens, pad_to)
             for s in range(0, len(indices), size)]
-
-
-def _row_tokens(cfg: DPOConfig, module: Any) -> int | None:
-    """Per-pair attention (alignkit's CPU attention) takes one unpadded row; otherwise rows of `row_tokens`."""
-    return None if getattr(module, "per_segment_attention", False) else cfg.row_tokens
 
 
 def _no_grad_batches(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any]) -> list[Any]:
     """Batches for forward-only passes: no activations are kept for a backward, so they can be larger (measured on the
     project's CPU, reference log-probs of 36 pairs: 5.3 s in batches of 4, 4.4 s in batches of 12)."""
     size = cfg.no_grad_batch_pairs or 4 * cfg.pairs_per_micro_batch
-    return _micro_batches(pairs, list(range(len(pairs))), size, _row_tokens(cfg, module), _pad_multiple(rt, module))
-
-
-def _pad_multiple(rt: Any, module: Any) -> int:
-    """Row length multiple: 16 on CUDA (aligned masks keep the fused attention kernels); 32 for the single unpadded
-    CPU row, whose length is the token dimension of every matmul (AMX bf16 tiles: measured here, the weight-gradient
-    matmul of a 576 x 1536 layer took 1.19 ms for 699 tokens and 0.90 ms for 704; DPO step 2.05 -> 1.95 s); else 1."""
-    if getattr(rt.device, "type", "cpu") == "cuda":
-        return 16
-    return 32 if getattr(module, "per_segment_attention", False) else 1
+    return _micro_batches(cfg, rt, module, pairs, list(range(len(pairs))), size)
 
 
 # ------------------------------------------------------------------------------------ log-probs
@@ -336,8 +332,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     t_loop, loop_tokens = time.perf_counter(), 0
     for step in range(start_step, total_steps):
         indices = next(batches)[rt.rank :: rt.world_size]
-        micro = _micro_batches(train_pairs, indices, cfg.pairs_per_micro_batch, _row_tokens(cfg, raw),
-                               _pad_multiple(rt, raw))
+        micro = _micro_batches(cfg, rt, raw, train_pairs, indices, cfg.pairs_per_micro_batch)
         for k, batch in enumerate(micro):
             batch = batch.to(rt.device)
             sync = rt.accelerator.no_sync(module) if k < len(micro) - 1 else torch.enable_grad()
