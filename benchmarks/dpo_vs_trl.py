@@ -20,7 +20,9 @@ How time is counted (the same for both sides):
   quantity: its rows are prompt+chosen and prompt+rejected, padding masked out). Both totals are printed;
 - alignkit precomputes the reference log-probs once before its loop (TRL's default recomputes them every
   step with a frozen copy). That time is charged to alignkit: `tokens_per_s` adds the reference pass's
-  share for the measured pairs (reference_s x measured tokens / all tokens); `whole_run_tokens_per_s`
+  share for the measured pairs (reference_s x measured tokens / tokens the pass covered; step 1's pairs take
+  their reference from the policy's first forward, so the pass covers exactly the measured steps and all of
+  it is charged); `whole_run_tokens_per_s`
   is loop_tokens / (loop_s + reference_s) over all steps including warmup; `loop_tokens_per_s` leaves
   the reference pass out (loop only).
 Peak memory: a thread samples VmRSS from /proc/self/status every 20 ms from just before the model is
@@ -352,9 +354,13 @@ def worker_alignkit(spec: dict[str, Any]) -> dict[str, Any]:
     snaps, tokens = [x for x, _ in reads], [n for _, n in reads]
     ends = [x[0] for x in snaps]
     res = _step_figures(snaps, tokens, created[0])
-    ref_share = timing["reference_s"] * res["measured_tokens"] / max(res["all_tokens"], 1)
+    # the reference pass's cost per token it covered, charged for the measured tokens; when step 1's pairs were
+    # left out of it (their reference came from the policy's first forward), it covered exactly the measured steps
+    ref_tokens = res["all_tokens"] - (res["step_tokens"][0] if timing.get("reference_skipped_first_step") else 0)
+    per_ref_token = timing["reference_s"] / max(ref_tokens, 1)
+    ref_share = per_ref_token * min(res["measured_tokens"], ref_tokens)
     ref_cpu_s = sum(b[1] - a[1] for a, b in ref_snaps)
-    ref_cpu_share = ref_cpu_s * res["measured_tokens"] / max(res["all_tokens"], 1)
+    ref_cpu_share = ref_cpu_s / max(ref_tokens, 1) * min(res["measured_tokens"], ref_tokens)
     res.update({
         "variant": spec["variant"], "reference_s": round(timing["reference_s"], 3), "loop_s": round(timing["loop_s"], 3),
         "loop_tokens": timing["loop_tokens"], "steps_run": timing["steps_run"],
@@ -363,12 +369,13 @@ def worker_alignkit(spec: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_cpu_s_with_ref": round(res["measured_tokens"] / (res["measured_cpu_s"] + ref_cpu_share), 2),
         "whole_run_tokens_per_s": round(timing["loop_tokens"] / (timing["loop_s"] + timing["reference_s"]), 2),
         "median_step_tokens_per_s_with_ref": round(median(
-            [n / (dt + timing["reference_s"] * n / max(res["all_tokens"], 1))
+            [n / (dt + per_ref_token * n)
              for n, dt in zip(res["step_tokens"][1:], res["step_s"][1:])]), 2),
         "peak_rss_mb": mem.peak_mb(t_start, ends[-1]),
         "peak_rss_incl_final_save_mb": mem.peak_mb(t_start, t_done),
         "rss_before_load_mb": round(mem.samples[0][1] / 1024, 1), "ru_maxrss_mb": ru_maxrss_mb(),
-        "gradient_checkpointing": spec["variant"] == "alignkit_ckpt", "reference": "precomputed once",
+        "gradient_checkpointing": spec["variant"] == "alignkit_ckpt", "reference": "precomputed once" + (" (step 1's pairs: the policy's first forward)"
+                                                            if timing.get("reference_skipped_first_step") else ""),
         "optimizer": "torch AdamW (fused)", "lr_scheduler": "cosine",
         "losses": [m["loss"] for m in metrics if "loss" in m],
         "logged_tokens_per_s": [m["tokens_per_s"] for m in metrics if "tokens_per_s" in m],

@@ -8,9 +8,14 @@ def _dense(h, w, y):
     return (h @ w.T).float().log_softmax(-1).gather(1, y[:, None]).squeeze(1)
 
 
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-from-forward", "recomputed"])
 @pytest.mark.parametrize("rows,chunk", [(37, 8), (150, 1024), (150, 100)])
-def test_matches_dense_log_softmax_and_its_gradients(rows, chunk):
-    """Chunks smaller than, spanning and not aligned with the inner SUB_ROWS blocks all give the dense result."""
+def test_matches_dense_log_softmax_and_its_gradients(rows, chunk, keep, monkeypatch):
+    """Chunks smaller than, spanning and not aligned with the inner SUB_ROWS blocks all give the dense result, with the
+    gradient block kept from the forward (small N x V) or recomputed in the backward (large)."""
+    import alignkit.losses.logprobs as module
+
+    monkeypatch.setattr(module, "KEEP_GRAD_BYTES", module.KEEP_GRAD_BYTES if keep else 0)
     torch.manual_seed(0)
     h = torch.randn(rows, 16, dtype=torch.float64, requires_grad=True)
     w = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
@@ -59,8 +64,12 @@ def test_empty_input():
     assert token_logprobs(torch.zeros(0, 4), torch.zeros(6, 4), torch.zeros(0, dtype=torch.long)).shape == (0,)
 
 
-def test_backward_under_bf16_autocast_runs_in_bf16_and_stays_close():
+@pytest.mark.parametrize("keep", [True, False], ids=["kept-from-forward", "recomputed"])
+def test_backward_under_bf16_autocast_runs_in_bf16_and_stays_close(keep, monkeypatch):
     """The custom backward follows the forward's autocast dtype (autocast itself does not reach it)."""
+    import alignkit.losses.logprobs as module
+
+    monkeypatch.setattr(module, "KEEP_GRAD_BYTES", module.KEEP_GRAD_BYTES if keep else 0)
     torch.manual_seed(0)
     h = torch.randn(12, 16, requires_grad=True)
     w = torch.randn(40, 16, requires_grad=True)
@@ -77,3 +86,21 @@ def test_backward_under_bf16_autocast_runs_in_bf16_and_stays_close():
     torch.testing.assert_close(h.grad, g32[0], atol=0.15, rtol=0.05)
     torch.testing.assert_close(w.grad, g32[1], atol=0.15, rtol=0.05)
     assert not torch.equal(h.grad, g32[0])  # the bf16 path really ran
+
+
+def test_kept_and_recomputed_gradient_blocks_agree_under_bf16_autocast(monkeypatch):
+    """The two backward paths compute the same q = softmax - onehot (fp32 inside, bf16 stored): near-equal grads."""
+    import alignkit.losses.logprobs as module
+
+    torch.manual_seed(3)
+    h = torch.randn(90, 16, requires_grad=True)
+    w = torch.randn(300, 16, requires_grad=True)
+    y = torch.randint(0, 300, (90,))
+    grads = []
+    for limit in (module.KEEP_GRAD_BYTES, 0):
+        monkeypatch.setattr(module, "KEEP_GRAD_BYTES", limit)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = token_logprobs(h, w, y, chunk_size=40)
+        grads.append(torch.autograd.grad(out.sum(), (h, w)))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(grads[0][1], grads[1][1], atol=1e-2, rtol=1e-2)

@@ -22,7 +22,7 @@ from alignkit.errors import ModelError
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
 __all__ = [
     "LoraSettings", "ModelConfig", "LoadedModel", "load_model", "resolve_source", "BUILTIN_MODELS",

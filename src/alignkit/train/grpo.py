@@ -108,6 +108,7 @@ def _update(cfg: GRPOConfig, rt: Any, module: Any, optimizer: Any, scheduler: An
 
     from alignkit.data.rollout_batch import to_grid
     from alignkit.losses.policy import aggregate, clipped_policy_loss, kl_penalty, policy_ratio
+    from alignkit.train.loop import optimizer_step
 
     raw = rt.accelerator.unwrap_model(module)
     ref_lp = _no_grad_logps(reference, micro, rt) if reference is not None else None
@@ -136,11 +137,7 @@ def _update(cfg: GRPOConfig, rt: Any, module: Any, optimizer: Any, scheduler: An
                 seq_kl[b.index.cpu()] = (kl_penalty(logp.detach(), to_grid(ref_lp[k], b), "k3") * full).sum(1).cpu()
             sums += torch.stack([loss.detach(), (clipped * mask).sum(),
                                  (kl.detach() * full).sum() if kl is not None else loss.new_zeros(()), full.sum()])
-        grad_norm = (rt.accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
-                     if cfg.optim.max_grad_norm else None)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(rt, module, optimizer, scheduler, cfg.optim.max_grad_norm)
     return sums, seq_kl, grad_norm
 
 

@@ -225,6 +225,7 @@ def _ppo_epochs(cfg: PPOConfig, rt: Any, module: Any, optimizer: Any, scheduler:
     from alignkit.data.rollout_batch import to_grid
     from alignkit.losses.policy import aggregate, clipped_policy_loss, kl_penalty
     from alignkit.losses.value import clipped_value_loss
+    from alignkit.train.loop import optimizer_step
 
     sums = torch.zeros(6, device=rt.device)
     order_gen = torch.Generator().manual_seed(seed)
@@ -250,11 +251,7 @@ def _ppo_epochs(cfg: PPOConfig, rt: Any, module: Any, optimizer: Any, scheduler:
                 approx_kl = kl_penalty(lp.detach(), old_lp, "k3")  # how far this epoch moved from the rollout policy
                 sums += torch.stack([(pg.detach() * msk).sum(), (vf.detach() * msk).sum(), (clipped * msk).sum(),
                                      (v_clipped * msk).sum(), (approx_kl * msk).sum(), msk.sum()])
-            grad_norm = (rt.accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
-                         if cfg.optim.max_grad_norm else None)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = optimizer_step(rt, module, optimizer, scheduler, cfg.optim.max_grad_norm)
     return sums, grad_norm
 
 

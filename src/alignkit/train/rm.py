@@ -239,7 +239,7 @@ def train(cfg: RMConfig) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
     from alignkit.losses.reward import bradley_terry_loss
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, atomic_write_text, make_optimizer,
-                                     make_runtime, make_scheduler, planned_steps, seed_everything, step_batches)
+                                     make_runtime, optimizer_step, make_scheduler, planned_steps, seed_everything, step_batches)
 
     rt = make_runtime(cfg.run, cfg.model.device)
     seed_everything(cfg.run.seed)
@@ -300,11 +300,7 @@ def train(cfg: RMConfig) -> dict[str, Any]:
                                  chosen.detach().mean(1).sum(), rejected.detach().mean(1).sum(),
                                  torch.tensor(float(batch.num_pairs), device=rt.device)])
             meter.add(batch.input_ids.numel() * rt.world_size)
-        grad_norm = (rt.accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
-                     if cfg.optim.max_grad_norm else None)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(rt, module, optimizer, scheduler, cfg.optim.max_grad_norm)
         done = step + 1
         if done % cfg.run.log_every_steps == 0 or done == total_steps:
             total = rt.accelerator.reduce(sums.clone(), reduction="sum").tolist()

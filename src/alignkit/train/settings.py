@@ -68,6 +68,7 @@ class RunSettings:
         default_factory=lambda: ["jsonl"], metadata={"help": "metric sinks; jsonl is always written"}
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    cpu_malloc_tuning: bool = field(default=True, metadata={"help": "on CPU under glibc, serve tensors under 256 MB from the heap instead of fresh mmaps (process-wide; faster, ~200 MB more resident memory)"})
 
     def validate(self) -> None:
         if self.epochs <= 0 and self.max_steps is None:

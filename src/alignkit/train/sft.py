@@ -117,7 +117,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
     from alignkit.models.load import load_model
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, TokenLogprobs, atomic_write_text,
-                                     make_optimizer, make_runtime, make_scheduler, planned_steps, seed_everything,
+                                     make_optimizer, make_runtime, optimizer_step, make_scheduler, planned_steps, seed_everything,
                                      step_batches)
     from alignkit.train.save import save_final
 
@@ -171,11 +171,7 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
                 rt.accelerator.backward(nll * rt.world_size / denominator)
             sums += torch.stack([nll.detach(), torch.tensor(float(batch.targets.numel()), device=rt.device)])
             meter.add(batch.num_tokens * rt.world_size)
-        grad_norm = (rt.accelerator.clip_grad_norm_(module.parameters(), cfg.optim.max_grad_norm)
-                     if cfg.optim.max_grad_norm else None)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = optimizer_step(rt, module, optimizer, scheduler, cfg.optim.max_grad_norm)
         done = step + 1
         if done % cfg.run.log_every_steps == 0 or done == total_steps:
             total = rt.accelerator.reduce(sums.clone(), reduction="sum").tolist()
