@@ -132,3 +132,43 @@ def test_a_second_wrapper_of_the_same_model_uses_the_same_arithmetic():
     args = (ids, torch.arange(9)[None], torch.ones(1, 9, dtype=torch.long), torch.arange(8), ids[0, 1:])
     with torch.no_grad():
         assert torch.equal(first(*args), second(*args))
+
+
+def test_rotary_passes_gradcheck_and_matches_transformers():
+    from transformers.models.llama import modeling_llama
+
+    original = fused._rotary_originals.get(modeling_llama.__name__, modeling_llama.apply_rotary_pos_emb)
+    x = torch.randn(1, 3, 6, 8, dtype=torch.float64, requires_grad=True)
+    angles = torch.randn(1, 1, 6, 4, dtype=torch.float64)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    assert torch.autograd.gradcheck(lambda a: fused.rotary(a, cos, sin), (x,))
+
+    q, k = torch.randn(1, 4, 10, 16, requires_grad=True), torch.randn(1, 2, 10, 16, requires_grad=True)
+    angles = torch.randn(1, 10, 8)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    expected = original(q, k, cos, sin)
+    got = fused.rotary(q, cos[:, None], sin[:, None]), fused.rotary(k, cos[:, None], sin[:, None])
+    weights = torch.randn(1, 4, 10, 16), torch.randn(1, 2, 10, 16)
+    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), (q, k)) for outs in (expected, got)]
+    for a, b in zip(expected + grads[0], got + grads[1]):
+        torch.testing.assert_close(b, a)
+
+
+def test_rotary_keeps_transformers_dtypes_under_autocast_style_inputs():
+    q = torch.randn(1, 2, 5, 8, dtype=torch.bfloat16, requires_grad=True)  # a bf16 projection output
+    cos, sin = torch.rand(1, 1, 5, 8), torch.rand(1, 1, 5, 8)
+    out = fused.rotary(q, cos, sin)
+    assert out.dtype == torch.float32  # as q * cos promotes
+    (grad,) = torch.autograd.grad(out.sum(), q)
+    assert grad.dtype == torch.bfloat16
+
+
+def test_the_patched_rotary_function_is_transformers_own_outside_active():
+    from transformers.models.llama import modeling_llama
+
+    fused.install(tiny_model(64, seed=6))
+    original = fused._rotary_originals[modeling_llama.__name__]
+    assert modeling_llama.apply_rotary_pos_emb is not original
+    q, k, cos, sin = torch.randn(1, 2, 5, 8), torch.randn(1, 1, 5, 8), torch.rand(1, 5, 8), torch.rand(1, 5, 8)
+    for a, b in zip(modeling_llama.apply_rotary_pos_emb(q, k, cos, sin), original(q, k, cos, sin)):
+        assert torch.equal(a, b)
