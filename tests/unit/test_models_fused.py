@@ -172,3 +172,12 @@ def test_the_patched_rotary_function_is_transformers_own_outside_active():
     q, k, cos, sin = torch.randn(1, 2, 5, 8), torch.randn(1, 1, 5, 8), torch.rand(1, 5, 8), torch.rand(1, 5, 8)
     for a, b in zip(modeling_llama.apply_rotary_pos_emb(q, k, cos, sin), original(q, k, cos, sin)):
         assert torch.equal(a, b)
+
+
+def test_rotary_is_routed_under_lora_too(monkeypatch):
+    from alignkit.models.load import LoraSettings, ModelConfig, load_model
+
+    seen = []
+    monkeypatch.setattr(fused, "_patch_rotary", seen.append)
+    fused.install(load_model(ModelConfig(name="tiny-random-llama", lora=LoraSettings(rank=4))).model)
+    assert seen and set(seen) == {"transformers.models.llama.modeling_llama"}

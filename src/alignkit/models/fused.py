@@ -1,4 +1,4 @@
-"""Fewer, larger ops for alignkit's log-prob forwards on CPU: RMSNorm as one autograd function, q/k/v as one matmul.
+"""Fewer, larger ops for alignkit's log-prob forwards on CPU: RMSNorm, q/k/v projections and rotary embedding.
 
 On a 2-core CPU a SmolLM2-135M training step spends about as long in small elementwise ops, dtype casts and per-op
 dispatch as in its matmuls. Three patterns of the Llama family are worth fusing without a compiler:
@@ -14,10 +14,11 @@ Measured on the project's CPU, in-process A/B on the same DPO batches (bf16 auto
 norm, 1.490 -> 1.436 s with the projections, 1.272 -> 1.234 s with the rotary embedding.
 
 `install(model)` patches the eligible modules of a loaded model once (and, for the listed architectures, the modeling
-module's `apply_rotary_pos_emb`); everything patched behaves exactly as before except inside `active()`, which `TokenLogprobs` (training, reference and held-out log-prob passes) enters around its
-forward. Generation and evaluation therefore run transformers' own code. Fusion applies to CPU fp32 activations (the
-residual stream under autocast); other devices and dtypes take the original path. Results agree with transformers' to
-float rounding (tests: outputs and gradients against the unpatched modules).
+module's `apply_rotary_pos_emb`); everything patched behaves exactly as before except inside `active()`, which
+`TokenLogprobs` (training, reference and held-out log-prob passes) enters around its forward. Generation and evaluation
+therefore run transformers' own code. Fusion applies to CPU tensors (RMSNorm to fp32 activations, the residual stream
+under autocast; rotary to fp32 cos/sin); other devices and dtypes take the original path. Results agree with
+transformers' to float rounding (tests: outputs and gradients against the unpatched modules).
 """
 
 from __future__ import annotations
@@ -194,12 +195,13 @@ def install(model: nn.Module) -> int:
     for module in model.modules():
         if getattr(module, _MARK, False):
             continue
+        name = type(module).__module__
+        if hasattr(module, "q_proj") and name.startswith("transformers.models.") and name.rsplit(".", 1)[-1] in {
+                f"modeling_{m}" for m in _ROTARY_MODULES}:
+            _patch_rotary(name)  # an attention module of a listed architecture (LoRA-wrapped projections or not)
         if type(module).__name__ in _RMSNORM_CLASSES and hasattr(module, "variance_epsilon"):
             module.forward = types.MethodType(_norm_forward, module)
         elif (parts := _projections(module)) is not None:
-            name = type(module).__module__
-            if name.startswith("transformers.models.") and name.rsplit(".", 1)[-1] in {f"modeling_{m}" for m in _ROTARY_MODULES}:
-                _patch_rotary(name)
             fused = _FusedProjections(parts)
             for index, proj in enumerate(parts):
                 # state on the module (not in a closure), so a deepcopy of the model (a frozen reference) gets its own

@@ -9,8 +9,8 @@ What makes it fast (see DESIGN.md, "Performance principles"):
   one unpadded row and attention runs pair by pair (alignkit.models.attention), elsewhere pairs fill short padded rows;
 - the LM head runs only on reply tokens, in chunks, never as full-vocabulary logits for the batch;
 - reference log-probs are computed once before training (the initial policy *is* the reference), so
-  no second model copy and no reference forward per step; `reference: live` recomputes them each step
-  (adapters disabled under LoRA, else a frozen copy);
+  no second model copy and no reference forward per step; step 1's pairs take theirs from the policy's own first
+  forward; `reference: live` recomputes them each step (adapters disabled under LoRA, else a frozen copy);
 - metrics stay on the device between log steps (no per-step host syncs).
 """
 
