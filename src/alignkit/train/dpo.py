@@ -305,8 +305,8 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     from alignkit.losses.preference import REFERENCE_FREE
     from alignkit.models.load import load_model
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, TokenLogprobs, atomic_write_text,
-                                     make_optimizer, make_runtime, optimizer_step, make_scheduler, planned_steps, seed_everything,
-                                     step_batches)
+                                     make_optimizer, make_runtime, make_scheduler, optimizer_step, planned_steps,
+                                     seed_everything, step_batches)
 
     rt = make_runtime(cfg.run, cfg.model.device)
     seed_everything(cfg.run.seed)
@@ -334,9 +334,10 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
     ref_cache = out / "reference_logps.pt"
     first_from_policy = needs_ref and _first_step_from_policy(cfg, rt, policy, resume_from is not None)
     if needs_ref and (cfg.reference == "precompute" or cfg.reference_model):
-        skip = frozenset(next(step_batches(len(train_pairs), cfg.pairs_per_step, cfg.run.seed, 0))) if first_from_policy else frozenset()
+        first_step = next(step_batches(len(train_pairs), cfg.pairs_per_step, cfg.run.seed, 0))
+        skip = frozenset(first_step) if first_from_policy else frozenset()
         ref_train = _reference_logps(cfg, rt, module, train_pairs, ref_cache, skip)
-        first_from_policy = bool(torch.isnan(ref_train).any())  # False when a complete cache was found
+        first_from_policy = first_from_policy and bool(torch.isnan(ref_train).any())  # not after a full cache hit
         ref_eval = _reference_logps(cfg, rt, module, eval_pairs, out / "reference_logps_eval.pt") if eval_pairs else ref_eval
     elif needs_ref:
         live_ref = _live_reference(cfg, policy)

@@ -239,7 +239,8 @@ def train(cfg: RMConfig) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
     from alignkit.losses.reward import bradley_terry_loss
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, atomic_write_text, make_optimizer,
-                                     make_runtime, optimizer_step, make_scheduler, planned_steps, seed_everything, step_batches)
+                                     make_runtime, make_scheduler, optimizer_step, planned_steps, seed_everything,
+                                     step_batches)
 
     rt = make_runtime(cfg.run, cfg.model.device)
     seed_everything(cfg.run.seed)

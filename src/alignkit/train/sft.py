@@ -117,8 +117,8 @@ def train(cfg: SFTConfig) -> dict[str, Any]:
     from alignkit.errors import AlignkitError
     from alignkit.models.load import load_model
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, TokenLogprobs, atomic_write_text,
-                                     make_optimizer, make_runtime, optimizer_step, make_scheduler, planned_steps, seed_everything,
-                                     step_batches)
+                                     make_optimizer, make_runtime, make_scheduler, optimizer_step, planned_steps,
+                                     seed_everything, step_batches)
     from alignkit.train.save import save_final
 
     rt = make_runtime(cfg.run, cfg.model.device)
