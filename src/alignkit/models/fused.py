@@ -149,7 +149,7 @@ class _FusedProjections:
 
 
 # modeling modules whose apply_rotary_pos_emb is the standard half-split one over the whole head dimension
-_ROTARY_MODULES = ("llama", "mistral", "qwen2", "qwen3")
+_ROTARY_MODULES = frozenset(f"transformers.models.{m}.modeling_{m}" for m in ("llama", "mistral", "qwen2", "qwen3"))
 _rotary_originals: dict[str, Any] = {}
 
 
@@ -195,10 +195,8 @@ def install(model: nn.Module) -> int:
     for module in model.modules():
         if getattr(module, _MARK, False):
             continue
-        name = type(module).__module__
-        if hasattr(module, "q_proj") and name.startswith("transformers.models.") and name.rsplit(".", 1)[-1] in {
-                f"modeling_{m}" for m in _ROTARY_MODULES}:
-            _patch_rotary(name)  # an attention module of a listed architecture (LoRA-wrapped projections or not)
+        if hasattr(module, "q_proj") and type(module).__module__ in _ROTARY_MODULES:
+            _patch_rotary(type(module).__module__)  # an attention module of a listed architecture, LoRA-wrapped or not
         if type(module).__name__ in _RMSNORM_CLASSES and hasattr(module, "variance_epsilon"):
             module.forward = types.MethodType(_norm_forward, module)
         elif (parts := _projections(module)) is not None:

@@ -179,18 +179,47 @@ def _reference_logps(cfg: DPOConfig, rt: Any, module: Any, pairs: list[Any], cac
             result[batch.index] = _pair_logps(ref_module, batch.to(rt.device)).float().cpu()
     ref_module.train(was_training)
     if not skip:
-        _save_reference(cfg, rt, pairs, result, cache)
+        _save_reference(rt, cache, key, result)
     return result
 
 
-def _save_reference(cfg: DPOConfig, rt: Any, pairs: list[Any], logps: Any, cache: Path | None) -> None:
+def _save_reference(rt: Any, cache: Path | None, key: str, logps: Any) -> None:
     import torch
 
     if cache is not None and rt.is_main:
         from alignkit.train.loop import atomic_write_bytes
 
-        key = _reference_key(cfg, pairs)
         atomic_write_bytes(cache, lambda fh: torch.save({"key": key, "logps": logps}, fh))
+
+
+def _references(cfg: DPOConfig, rt: Any, module: Any, train_pairs: list[Any], eval_pairs: list[Any], out: Path,
+                resumed: bool) -> tuple[Any, Any, Any, bool]:
+    """(train reference log-probs, held-out ones, a live scorer or None, whether step 1 fills in its own pairs).
+
+    Reference-free losses get zeros; `reference: live` a scorer for the loop (held-out ones are still computed once).
+    """
+    import torch
+
+    from alignkit.losses.preference import REFERENCE_FREE
+    from alignkit.train.loop import step_batches
+
+    if cfg.loss in REFERENCE_FREE:
+        return torch.zeros(len(train_pairs), 2), torch.zeros(len(eval_pairs), 2), None, False
+    ref_eval = torch.zeros(0, 2)
+    if cfg.reference == "live" and not cfg.reference_model:
+        from alignkit.train.rl_common import reference_scorer
+
+        if eval_pairs:
+            ref_eval = _reference_logps(cfg, rt, module, eval_pairs, None)
+        return torch.zeros(0, 2), ref_eval, reference_scorer(module.model, cfg.logprob_chunk_tokens, _pair_logps), False
+    first_from_policy = _first_step_from_policy(cfg, rt, module.model, resumed)
+    first_step = next(step_batches(len(train_pairs), cfg.pairs_per_step, cfg.run.seed, 0))
+    skip = frozenset(first_step) if first_from_policy else frozenset()
+    ref_train = _reference_logps(cfg, rt, module, train_pairs, out / "reference_logps.pt", skip)
+    first_from_policy = first_from_policy and bool(torch.isnan(ref_train).any())  # not after a full cache hit
+    if eval_pairs:
+        ref_eval = _reference_logps(cfg, rt, module, eval_pairs, out / "reference_logps_eval.pt")
+    return ref_train, ref_eval, None, first_from_policy
 
 
 def _first_step_from_policy(cfg: DPOConfig, rt: Any, policy: Any, resumed: bool) -> bool:
@@ -208,22 +237,6 @@ def _first_step_from_policy(cfg: DPOConfig, rt: Any, policy: Any, resumed: bool)
     if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()):
         return False
     return not getattr(getattr(policy, "config", None), "attention_dropout", 0.0)
-
-
-def _live_reference(cfg: DPOConfig, policy: Any) -> Any:
-    """A callable batch -> (B, 2) reference log-probs computed each step."""
-    import torch
-
-    from alignkit.models.load import frozen_reference, reference_model
-    from alignkit.train.loop import TokenLogprobs
-
-    frozen = None if hasattr(policy, "peft_config") else frozen_reference(policy)
-
-    def compute(batch: Any) -> Any:
-        with torch.no_grad(), reference_model(policy, frozen) as ref:
-            return _pair_logps(TokenLogprobs(ref, cfg.logprob_chunk_tokens), batch)
-
-    return compute
 
 
 def _loss(cfg: DPOConfig, logps: Any, ref: Any, batch: Any) -> Any:
@@ -302,7 +315,6 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
 
     from alignkit.config import save_config, to_dict
     from alignkit.errors import AlignkitError
-    from alignkit.losses.preference import REFERENCE_FREE
     from alignkit.models.load import load_model
     from alignkit.train.loop import (Checkpointer, MetricsSink, Throughput, TokenLogprobs, atomic_write_text,
                                      make_optimizer, make_runtime, make_scheduler, optimizer_step, planned_steps,
@@ -328,23 +340,8 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
 
     module = TokenLogprobs(policy, cfg.logprob_chunk_tokens).to(rt.device)
     t_ref = time.perf_counter()
-    needs_ref = cfg.loss not in REFERENCE_FREE
-    ref_train = ref_eval = torch.zeros(0, 2)
-    live_ref = None
-    ref_cache = out / "reference_logps.pt"
-    first_from_policy = needs_ref and _first_step_from_policy(cfg, rt, policy, resume_from is not None)
-    if needs_ref and (cfg.reference == "precompute" or cfg.reference_model):
-        first_step = next(step_batches(len(train_pairs), cfg.pairs_per_step, cfg.run.seed, 0))
-        skip = frozenset(first_step) if first_from_policy else frozenset()
-        ref_train = _reference_logps(cfg, rt, module, train_pairs, ref_cache, skip)
-        first_from_policy = first_from_policy and bool(torch.isnan(ref_train).any())  # not after a full cache hit
-        ref_eval = _reference_logps(cfg, rt, module, eval_pairs, out / "reference_logps_eval.pt") if eval_pairs else ref_eval
-    elif needs_ref:
-        live_ref = _live_reference(cfg, policy)
-        ref_eval = _reference_logps(cfg, rt, module, eval_pairs, None) if eval_pairs else ref_eval
-    if not needs_ref:
-        ref_train, ref_eval = torch.zeros(len(train_pairs), 2), torch.zeros(len(eval_pairs), 2)
-
+    ref_train, ref_eval, live_ref, first_from_policy = _references(cfg, rt, module, train_pairs, eval_pairs, out,
+                                                                   resume_from is not None)
     reference_s = time.perf_counter() - t_ref
     optimizer = make_optimizer(module, cfg.optim)
     scheduler = make_scheduler(optimizer, total_steps, cfg.optim)
@@ -397,7 +394,7 @@ def train(cfg: DPOConfig) -> dict[str, Any]:
         if first_from_policy and step == 0:
             if torch.isnan(ref_train).any():
                 raise AlignkitError("internal: step 1 did not fill every reference log-prob the reference pass skipped")
-            _save_reference(cfg, rt, train_pairs, ref_train, ref_cache)
+            _save_reference(rt, out / "reference_logps.pt", _reference_key(cfg, train_pairs), ref_train)
         done = step + 1
         if done % cfg.run.log_every_steps == 0 or done == total_steps:
             metrics = _step_metrics(rt, sums, grad_norm, scheduler, meter)

@@ -28,8 +28,8 @@ from alignkit.models.load import decoder_and_head
 from alignkit.train.settings import OptimSettings, RunSettings
 
 __all__ = [
-    "TokenLogprobs", "Runtime", "make_runtime", "lr_at", "make_optimizer", "optimizer_step", "make_scheduler", "planned_steps",
-    "step_batches", "Checkpointer", "MetricsSink", "Throughput", "sum_by_owner", "atomic_write_text",
+    "TokenLogprobs", "Runtime", "make_runtime", "lr_at", "make_optimizer", "optimizer_step", "make_scheduler",
+    "planned_steps", "step_batches", "Checkpointer", "MetricsSink", "Throughput", "sum_by_owner", "atomic_write_text",
     "atomic_write_bytes", "seed_everything", "tune_cpu_malloc",
 ]
 

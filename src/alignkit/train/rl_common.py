@@ -172,19 +172,25 @@ def evaluate_policy(sampler: Any, tokenizer: Any, prompts: PromptSet, reward_fn:
     return metrics
 
 
-def reference_scorer(policy: Any, chunk_tokens: int) -> Any:
-    """batch -> (N,) reference log-probs: adapters disabled under LoRA, else a frozen copy (made once)."""
+def reference_scorer(policy: Any, chunk_tokens: int, score: Any = None) -> Any:
+    """batch -> reference log-probs: adapters disabled under LoRA, else a frozen copy (made once).
+
+    `score(module, batch)` turns a batch into what the trainer needs (default: the (N,) token log-probs).
+    """
     import torch
 
     from alignkit.models.load import frozen_reference, reference_model
     from alignkit.train.loop import TokenLogprobs
 
     frozen = None if hasattr(policy, "peft_config") else frozen_reference(policy)
+    module = TokenLogprobs(policy if frozen is None else frozen, chunk_tokens)  # built once, not per batch
 
     def compute(batch: Any) -> Any:
-        with torch.no_grad(), reference_model(policy, frozen) as ref:
-            return TokenLogprobs(ref, chunk_tokens)(batch.input_ids, batch.position_ids, batch.attention_mask,
-                                                    batch.pred_index, batch.targets).float()
+        with torch.no_grad(), reference_model(policy, frozen):  # under LoRA: `module` wraps the policy itself
+            if score is not None:
+                return score(module, batch)
+            return module(batch.input_ids, batch.position_ids, batch.attention_mask, batch.pred_index,
+                          batch.targets).float()
 
     return compute
 
